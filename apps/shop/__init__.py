@@ -1,0 +1,1 @@
+"""A small shop of three instrumented aiohttp services: gateway, order-service, payment-service."""

@@ -1,0 +1,1 @@
+"""Pieces every service shares: errors, the order API, operations endpoints, running."""

@@ -1,0 +1,116 @@
+"""JSON errors for every failure, and the trace ID on every response.
+
+The OpenTelemetry server middleware is always the outermost one, so the
+middlewares here run inside the server span and see its context.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
+
+from shop.telemetry import current_trace_id, traceresponse_header
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+
+# aiohttp raises these itself; each gets a stable machine-readable code.
+_HTTP_EXCEPTION_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+class ApiError(Exception):
+    """An expected failure, answered as ``{"error": {...}, "trace_id": ...}``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        # Extra keys inside "error" (e.g. which fields were invalid) ...
+        self.details = dict(details or {})
+        # ... and beside it (e.g. the order_id of a declined order).
+        self.fields = dict(fields or {})
+
+    def body(self) -> dict[str, Any]:
+        return {
+            **self.fields,
+            "error": {"code": self.code, "message": self.message, **self.details},
+            "trace_id": current_trace_id(),
+        }
+
+
+def error_response(error: ApiError) -> web.Response:
+    return web.json_response(error.body(), status=error.status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into a JSON error; never a stack trace or an HTML page."""
+    try:
+        return await handler(request)
+    except ApiError as error:
+        if error.status >= 500:
+            trace.get_current_span().set_status(StatusCode.ERROR, error.code)
+        return error_response(error)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_EXCEPTION_CODES.get(exc.status, "http_error")
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        response = error_response(ApiError(exc.status, code, exc.reason))
+        if headers:
+            response.headers.update(headers)
+        return response
+    except Exception as exc:
+        span = trace.get_current_span()
+        span.record_exception(exc)
+        span.set_status(StatusCode.ERROR, type(exc).__name__)
+        log.exception("unhandled error", extra={"http.route": request.path})
+        return error_response(ApiError(500, "internal_error", "The server failed to handle the request."))
+
+
+@web.middleware
+async def trace_response_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Add the W3C ``traceresponse`` header so a caller can find its trace."""
+    response = await handler(request)
+    header = traceresponse_header()
+    if header is not None:
+        response.headers["traceresponse"] = header
+    return response
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object: 413 if too large, 400 if not JSON, 422 if not an object."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"The body must be at most {MAX_BODY_BYTES} bytes.")
+    raw = await request.read()  # aiohttp enforces client_max_size while reading a chunked body
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "malformed_json", f"The body is not valid JSON: {exc}.") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "The body is nested too deeply.") from None
+    if not isinstance(payload, dict):
+        raise ApiError(422, "validation_failed", "The body must be a JSON object.", details={"fields": {}})
+    return payload

@@ -1,0 +1,52 @@
+"""Running one service as a process: settings, telemetry, the event loop, a clean exit."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+import uvloop
+from aiohttp import web
+
+from shop.settings import ServerSettings, SettingsError, TelemetrySettings
+from shop.telemetry import configure_telemetry
+
+# In-flight requests get this long to finish after SIGTERM/SIGINT.
+GRACEFUL_SHUTDOWN_S = 5.0
+
+SettingsT = TypeVar("SettingsT")
+
+
+def load_settings(from_env: Callable[[], SettingsT]) -> SettingsT:
+    """Settings from the environment, or a one-line error and exit status 2."""
+    try:
+        return from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_service(
+    server: ServerSettings,
+    telemetry_settings: TelemetrySettings,
+    create_app: Callable[[], web.Application],
+) -> None:
+    """Configure telemetry first (it must precede the app), serve until a signal, then flush."""
+    telemetry = configure_telemetry(telemetry_settings)
+    log = logging.getLogger("shop.runner")
+    log.info("starting", extra={"host": server.host, "port": server.port, "telemetry": telemetry.enabled})
+    try:
+        web.run_app(
+            create_app(),
+            host=server.host,
+            port=server.port,
+            access_log=None,  # the server span records every request already
+            print=None,
+            shutdown_timeout=GRACEFUL_SHUTDOWN_S,
+            loop=uvloop.new_event_loop(),
+        )
+    finally:
+        log.info("stopped")
+        telemetry.shutdown()

@@ -1,0 +1,1 @@
+"""gateway: the public API; validates orders and hands them to order-service."""

@@ -1,0 +1,1 @@
+"""order-service: stores orders in SQLite and has payment-service charge them."""

@@ -1,0 +1,1 @@
+"""payment-service: a simulated card processor with latency and failures on demand."""

@@ -1,0 +1,210 @@
+"""The one place where traces, metrics and logs are set up.
+
+``configure_telemetry`` must run before any ``web.Application`` is built: the
+aiohttp server instrumentor works by replacing ``web.Application`` with a
+subclass that adds its tracing middleware.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import _logs, metrics, trace
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+from opentelemetry.instrumentation.logging.handler import LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME, SERVICE_VERSION
+from opentelemetry.trace import format_span_id, format_trace_id
+from pythonjsonlogger.json import JsonFormatter
+
+from shop.settings import TelemetrySettings
+
+# Loggers of our own code; only these are exported over OTLP. The SDK's exporters log
+# through other loggers, so a failing export never feeds itself more records to export.
+APP_LOGGER = "shop"
+
+# The instrumentations read these only from the environment. Defaults chosen here:
+# the stable HTTP conventions (http.server.request.duration in seconds), and no spans
+# for probes and scrapes. Anything the operator set wins.
+INSTRUMENTATION_ENV_DEFAULTS = {
+    "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
+    "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS": "^/healthz$,^/readyz$,^/metrics$",
+}
+
+# Attribute names without a constant in the stable semantic-conventions package.
+SERVICE_NAMESPACE = "service.namespace"
+DEPLOYMENT_ENVIRONMENT_NAME = "deployment.environment.name"
+
+
+@dataclass(frozen=True)
+class TelemetryExporters:
+    """Where the signals go. Defaults to OTLP/HTTP; tests pass in-memory ones."""
+
+    span_exporter: SpanExporter
+    metric_reader: MetricReader
+    log_exporter: LogRecordExporter
+    # Batching keeps export off the request path; tests export synchronously to assert at once.
+    batch: bool = True
+
+    @classmethod
+    def otlp(cls, endpoint: str) -> TelemetryExporters:
+        return cls(
+            span_exporter=OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"),
+            metric_reader=PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics")),
+            log_exporter=OTLPLogExporter(endpoint=f"{endpoint}/v1/logs"),
+        )
+
+
+class Telemetry:
+    """A handle on what ``configure_telemetry`` installed; ``shutdown()`` flushes it all."""
+
+    def __init__(
+        self,
+        settings: TelemetrySettings,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        logger_provider: LoggerProvider | None = None,
+    ) -> None:
+        self.settings = settings
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+        self.logger_provider = logger_provider
+
+    @property
+    def enabled(self) -> bool:
+        return self.tracer_provider is not None
+
+    def _shutdown_providers(self) -> None:
+        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
+            if provider is not None:
+                provider.shutdown()
+
+    def shutdown(self) -> bool:
+        """Flush and stop every provider; returns False if that took longer than allowed.
+
+        The SDK's own shutdown can block for its full export timeout per signal when
+        the Collector is unreachable, so it runs in a daemon thread with one deadline.
+        """
+        worker = threading.Thread(target=self._shutdown_providers, name="telemetry-shutdown", daemon=True)
+        worker.start()
+        worker.join(self.settings.shutdown_timeout_s)
+        if worker.is_alive():
+            logging.getLogger(__name__).warning(
+                "telemetry shutdown timed out; unsent telemetry dropped",
+                extra={"timeout_s": self.settings.shutdown_timeout_s},
+            )
+            return False
+        return True
+
+
+class TraceContextJsonFormatter(JsonFormatter):
+    """JSON lines with the active span's IDs, added at format time so the record itself is untouched."""
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        super().add_fields(log_data, record, message_dict)
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            log_data["trace_id"] = format_trace_id(span_context.trace_id)
+            log_data["span_id"] = format_span_id(span_context.span_id)
+
+
+def json_log_formatter(service_name: str) -> TraceContextJsonFormatter:
+    return TraceContextJsonFormatter(
+        ["levelname", "name", "message"],
+        rename_fields={"levelname": "level", "name": "logger"},
+        static_fields={"service.name": service_name},
+        timestamp=True,
+    )
+
+
+def configure_logging(settings: TelemetrySettings) -> None:
+    """JSON lines on stdout for every logger; replaces whatever handlers were there."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(json_log_formatter(settings.service_name))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    # aiosqlite logs every statement with its parameters at DEBUG; those are customer data.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
+
+
+def build_resource(settings: TelemetrySettings) -> Resource:
+    attributes: dict[str, str] = {
+        **settings.extra_resource_attributes,
+        SERVICE_NAME: settings.service_name,
+        SERVICE_VERSION: settings.service_version,
+        SERVICE_NAMESPACE: settings.service_namespace,
+        DEPLOYMENT_ENVIRONMENT_NAME: settings.deployment_environment,
+    }
+    return Resource.create(attributes)
+
+
+def configure_telemetry(settings: TelemetrySettings, exporters: TelemetryExporters | None = None) -> Telemetry:
+    """Install logging, the three providers and the aiohttp instrumentors; call once per process."""
+    configure_logging(settings)
+    if settings.sdk_disabled:
+        # No providers and no instrumentation middleware: the cheapest path this code has.
+        return Telemetry(settings)
+
+    for name, value in INSTRUMENTATION_ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    exporters = exporters or TelemetryExporters.otlp(settings.otlp_endpoint)
+    resource = build_resource(settings)
+
+    # No atexit hooks: their shutdown blocks for the full export timeout when the Collector is
+    # down. Telemetry.shutdown() is the one shutdown, and it has a deadline.
+    tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    span_processor = BatchSpanProcessor if exporters.batch else SimpleSpanProcessor
+    tracer_provider.add_span_processor(span_processor(exporters.span_exporter))
+
+    meter_provider = MeterProvider(resource=resource, metric_readers=[exporters.metric_reader], shutdown_on_exit=False)
+
+    logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    log_processor = BatchLogRecordProcessor if exporters.batch else SimpleLogRecordProcessor
+    logger_provider.add_log_record_processor(log_processor(exporters.log_exporter))
+
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    _logs.set_logger_provider(logger_provider)
+
+    logging.getLogger(APP_LOGGER).addHandler(LoggingHandler(logger_provider=logger_provider))
+    with warnings.catch_warnings():
+        # The instrumentor subclasses web.Application by design (aiohttp < 4 allows it, with this warning).
+        warnings.filterwarnings("ignore", "Inheritance class _InstrumentedApplication", DeprecationWarning)
+        AioHttpServerInstrumentor().instrument(tracer_provider=tracer_provider)
+    AioHttpClientInstrumentor().instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    return Telemetry(settings, tracer_provider, meter_provider, logger_provider)
+
+
+def current_trace_id() -> str:
+    """The active trace's ID as 32 lowercase hex digits (all zeros when telemetry is off)."""
+    return format_trace_id(trace.get_current_span().get_span_context().trace_id)
+
+
+def traceresponse_header() -> str | None:
+    """W3C Trace Context Level 2 ``traceresponse`` value for the active server span."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return None
+    return (
+        f"00-{format_trace_id(span_context.trace_id)}-{format_span_id(span_context.span_id)}"
+        f"-{int(span_context.trace_flags):02x}"
+    )

@@ -1,0 +1,235 @@
+"""Shared fixtures: in-memory telemetry for the whole session, and the three services on real sockets.
+
+The OpenTelemetry providers are process-wide and can be set once, so every in-process
+test shares one configuration whose exporters keep everything in memory; each test
+starts from empty exporters.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from shop.gateway.app import create_app as create_gateway
+from shop.orders.app import create_app as create_orders
+from shop.payments.app import create_app as create_payments
+from shop.settings import GatewaySettings, OrdersSettings, PaymentsSettings, TelemetrySettings
+from shop.telemetry import TelemetryExporters, configure_telemetry
+
+TEST_TELEMETRY = TelemetrySettings(service_name="shop-tests")
+GOOD_CARD = "4242424242424242"
+DECLINED_CARD = "4000000000000002"
+
+
+def order_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "item": "book",
+        "quantity": 2,
+        "unit_price": 12.5,
+        "customer_id": "customer-1",
+        "card_number": GOOD_CARD,
+    }
+    body.update(overrides)
+    return body
+
+
+@dataclass
+class Capture:
+    """What the services emitted, kept in memory."""
+
+    span_exporter: InMemorySpanExporter
+    metric_reader: InMemoryMetricReader
+    log_exporter: InMemoryLogRecordExporter
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.span_exporter.get_finished_spans())
+
+    def spans_of_trace(self, trace_id: str) -> list[ReadableSpan]:
+        wanted = int(trace_id, 16)
+        return [s for s in self.spans() if s.context is not None and s.context.trace_id == wanted]
+
+    def charges(self, order_id: str) -> int:
+        """Cards actually charged for an order: processor spans that decided and were not replays."""
+        return sum(
+            1
+            for s in self.spans()
+            if s.name == "processor.authorize"
+            and s.attributes is not None
+            and s.attributes.get("order.id") == order_id
+            and s.attributes.get("payment.outcome") in ("authorized", "declined")
+            and s.attributes.get("payment.duplicate") is False
+        )
+
+    def logs(self) -> list[ReadableLogRecord]:
+        return list(self.log_exporter.get_finished_logs())
+
+    def metrics(self) -> dict[str, Metric]:
+        data = self.metric_reader.get_metrics_data()
+        found: dict[str, Metric] = {}
+        if data is None:
+            return found
+        for resource_metrics in data.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    found[metric.name] = metric
+        return found
+
+    def clear(self) -> None:
+        self.span_exporter.clear()
+        self.log_exporter.clear()
+
+
+@pytest.fixture(scope="session")
+def telemetry_capture() -> Iterator[Capture]:
+    capture = Capture(
+        InMemorySpanExporter(),
+        InMemoryMetricReader(),
+        InMemoryLogRecordExporter(),  # type: ignore[no-untyped-call]  # untyped upstream
+    )
+    exporters = TelemetryExporters(
+        span_exporter=capture.span_exporter,
+        metric_reader=capture.metric_reader,
+        log_exporter=capture.log_exporter,
+        batch=False,
+    )
+    telemetry = configure_telemetry(TEST_TELEMETRY, exporters)
+    yield capture
+    telemetry.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def capture(telemetry_capture: Capture) -> Capture:
+    telemetry_capture.clear()
+    return telemetry_capture
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment() -> Iterator[None]:
+    """Nothing a test does to os.environ leaks into the next one."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (a service pointed here is 'down')."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Served:
+    """An app listening on loopback as ``web.run_app`` would serve it."""
+
+    app: web.Application
+    url: str
+
+
+ServeFn = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[ServeFn]:
+    """Serve apps like production does: unlike aiohttp's TestServer, a caller that hangs up
+    does not cancel the handler (handler_cancellation=False is run_app's default)."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application, port: int = 0) -> Served:
+        runner = web.AppRunner(app, handler_cancellation=False, access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        _, bound_port = runner.addresses[0][:2]
+        return Served(app, f"http://127.0.0.1:{bound_port}")
+
+    yield start
+    for runner in reversed(runners):
+        await runner.cleanup()
+
+
+@dataclass
+class Stack:
+    """The three services on real loopback ports, the gateway behind a test client."""
+
+    gateway: TestClient[web.Request, web.Application]
+    orders: Served | None
+    payments: Served | None
+    orders_settings: OrdersSettings
+    payments_settings: PaymentsSettings
+
+    async def place_order(self, body: dict[str, Any] | None = None, **headers: str) -> tuple[int, dict[str, Any]]:
+        response = await self.gateway.post("/api/order", json=body or order_body(), headers=headers)
+        return response.status, await response.json()
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+def start_stack(serve: ServeFn, aiohttp_client: Any, tmp_path: Path) -> StackFactory:
+    """Start payments, orders and gateway, each pointed at the next one's real URL.
+
+    ``payments_port`` puts payment-service on a chosen port; ``payments_running=False``
+    leaves that port closed so payment-service is down.
+    """
+
+    async def start(
+        *,
+        payments: dict[str, Any] | None = None,
+        orders: dict[str, Any] | None = None,
+        gateway: dict[str, Any] | None = None,
+        payments_running: bool = True,
+        payments_port: int | None = None,
+        orders_running: bool = True,
+    ) -> Stack:
+        # Fast by default: tests that need a slow processor say so.
+        payments_settings = PaymentsSettings(
+            telemetry=TEST_TELEMETRY, **{"latency_min_ms": 1, "latency_max_ms": 5, **(payments or {})}
+        )
+        payments_server = None
+        payments_url = f"http://127.0.0.1:{payments_port or free_port()}"
+        if payments_running:
+            payments_server = await serve(create_payments(payments_settings), port=payments_port or 0)
+            payments_url = payments_server.url
+
+        orders_settings = OrdersSettings(
+            telemetry=TEST_TELEMETRY,
+            database_path=tmp_path / "orders.sqlite3",
+            payments_url=payments_url,
+            **(orders or {}),
+        )
+        orders_server = None
+        orders_url = f"http://127.0.0.1:{free_port()}"
+        if orders_running:
+            orders_server = await serve(create_orders(orders_settings))
+            orders_url = orders_server.url
+
+        gateway_settings = GatewaySettings(telemetry=TEST_TELEMETRY, orders_url=orders_url, **(gateway or {}))
+        client = await aiohttp_client(create_gateway(gateway_settings))
+        # The test client stands in for curl: it must not add a client span or a traceparent of its own.
+        AioHttpClientInstrumentor.uninstrument_session(client.session)
+        return Stack(client, orders_server, payments_server, orders_settings, payments_settings)
+
+    return start
+
+
+@pytest.fixture
+async def stack(start_stack: StackFactory) -> Stack:
+    return await start_stack()

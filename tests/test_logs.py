@@ -1,0 +1,72 @@
+"""Log records carry the trace and span of the request that wrote them, on stdout and over OTLP."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from opentelemetry import trace
+from opentelemetry.trace import format_span_id, format_trace_id
+
+from conftest import Capture, Stack
+from shop.telemetry import json_log_formatter
+
+
+async def test_records_written_during_a_request_carry_its_trace_and_span(stack: Stack, capture: Capture) -> None:
+    status, body = await stack.place_order()
+    assert status == 201
+    span_ids = {s.context.span_id for s in capture.spans_of_trace(body["trace_id"]) if s.context is not None}
+
+    records = [r for r in capture.logs() if r.log_record.attributes is not None]
+    loggers = {r.instrumentation_scope.name for r in records if r.instrumentation_scope is not None}
+    assert {"shop.gateway.handlers", "shop.orders.handlers", "shop.payments.handlers"} <= loggers
+    for record in records:
+        log_record = record.log_record
+        assert format_trace_id(log_record.trace_id or 0) == body["trace_id"], log_record.body
+        assert log_record.span_id in span_ids, log_record.body
+
+    messages = [r.log_record.body for r in records]
+    assert {"order received", "order stored", "payment authorized", "order paid", "order answered"} <= set(messages)
+
+
+async def test_only_our_own_loggers_are_exported(stack: Stack, capture: Capture) -> None:
+    await stack.place_order()
+    scopes = {r.instrumentation_scope.name for r in capture.logs() if r.instrumentation_scope is not None}
+    assert scopes
+    assert all(scope.startswith("shop.") for scope in scopes), scopes
+
+
+async def test_every_error_is_logged(stack: Stack, capture: Capture) -> None:
+    response = await stack.gateway.post("/api/order", data=b"not json")
+    assert response.status == 400
+    [record] = [r.log_record for r in capture.logs()]
+    assert record.body == "order rejected"
+    assert record.attributes is not None
+    assert record.attributes["error.code"] == "malformed_json"
+    assert record.severity_text == "WARN"
+
+
+def test_stdout_lines_are_json_with_service_and_trace_context() -> None:
+    formatter = json_log_formatter("payment-service")
+    tracer = trace.get_tracer(__name__)
+    with tracer.start_as_current_span("work") as span:
+        record = logging.LogRecord("shop.test", logging.INFO, __file__, 1, "charged %s", ("card",), None)
+        record.__dict__["order.id"] = "abc"
+        line = json.loads(formatter.format(record))
+    context = span.get_span_context()
+
+    assert line["message"] == "charged card"
+    assert line["level"] == "INFO"
+    assert line["logger"] == "shop.test"
+    assert line["service.name"] == "payment-service"
+    assert line["order.id"] == "abc"
+    assert line["trace_id"] == format_trace_id(context.trace_id)
+    assert line["span_id"] == format_span_id(context.span_id)
+    assert "timestamp" in line
+
+
+def test_stdout_lines_outside_a_span_have_no_trace_fields() -> None:
+    record = logging.LogRecord("shop.test", logging.INFO, __file__, 1, "starting", (), None)
+    line = json.loads(json_log_formatter("gateway").format(record))
+    assert "trace_id" not in line
+    assert "span_id" not in line

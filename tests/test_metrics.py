@@ -1,0 +1,82 @@
+"""Metrics over OTLP (SDK) and on /metrics (prometheus-client): present, labelled, with exemplars, never twice."""
+
+from __future__ import annotations
+
+import re
+
+from opentelemetry.sdk.metrics.export import Histogram, Sum
+from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import DECLINED_CARD, Capture, Stack, order_body
+from shop.common.ops import REGISTRY
+
+OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
+
+
+def point_attributes(capture: Capture, name: str) -> list[dict[str, object]]:
+    metric = capture.metrics()[name]
+    assert isinstance(metric.data, Sum | Histogram)
+    return [dict(point.attributes or {}) for point in metric.data.data_points]
+
+
+async def test_sdk_exports_http_and_business_metrics(stack: Stack, capture: Capture) -> None:
+    await stack.place_order()
+    await stack.place_order(order_body(card_number=DECLINED_CARD))
+
+    server_routes = {a.get(HTTP_ROUTE) for a in point_attributes(capture, "http.server.request.duration")}
+    assert {"/api/order", "/orders", "/payments"} <= server_routes
+    assert point_attributes(capture, "http.client.request.duration")
+    assert {"paid", "payment_declined"} <= {a["order.status"] for a in point_attributes(capture, "orders.placed")}
+    assert {"paid", "payment_declined"} <= {a["order.status"] for a in point_attributes(capture, "orders.value")}
+    outcomes = {a["payment.outcome"] for a in point_attributes(capture, "payments.authorizations")}
+    assert {"authorized", "declined"} <= outcomes
+
+
+async def test_prometheus_endpoint_has_runtime_and_business_counters_with_exemplars(stack: Stack) -> None:
+    await stack.place_order(order_body(), **{"Idempotency-Key": "exemplar"})
+    status, replay = await stack.place_order(order_body(), **{"Idempotency-Key": "exemplar"})
+    assert status == 201
+    assert stack.orders is not None
+
+    async with stack.gateway.session.get(f"{stack.orders.url}/metrics", headers=OPENMETRICS) as response:
+        assert response.content_type == "application/openmetrics-text"
+        text = await response.text()
+    assert "process_cpu_seconds_total" in text
+    assert "python_info" in text
+    exemplar = re.search(r'^orders_idempotent_replays_total 1\.0 # \{trace_id="([0-9a-f]{32})"\} 1\.0', text, re.M)
+    assert exemplar is not None, text
+    assert exemplar.group(1) == replay["trace_id"]
+
+    plain = await (await stack.gateway.get("/metrics")).text()
+    assert "# {" not in plain, "the classic text format carries no exemplars"
+
+
+async def test_no_metric_is_exported_under_two_names(stack: Stack, capture: Capture) -> None:
+    await stack.place_order()
+    await stack.gateway.post("/api/order", json={"quantity": 0})
+    otel_names = {name.replace(".", "_") for name in capture.metrics()}
+    prometheus_names: set[str] = set()
+    for app in (
+        stack.gateway.app,
+        stack.orders.app if stack.orders else None,
+        stack.payments.app if stack.payments else None,
+    ):
+        assert app is not None
+        for family in app[REGISTRY].collect():
+            prometheus_names.add(family.name)
+    business = {n for n in prometheus_names if n.startswith(("gateway_", "orders_", "payments_"))}
+    assert len(business) == 7
+    assert not otel_names & prometheus_names
+
+
+async def test_validation_failures_are_counted_by_field(stack: Stack) -> None:
+    await stack.gateway.post("/api/order", json=order_body(quantity=0, card_number="1"))
+    text = await (await stack.gateway.get("/metrics")).text()
+    counted = {
+        sample.labels["field"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "gateway_validation_failures"
+        for sample in family.samples
+    }
+    assert counted == {"quantity": 1.0, "card_number": 1.0}

@@ -1,0 +1,170 @@
+"""The services as real processes: started like ``make run``, with no Collector listening."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import GOOD_CARD, free_port, order_body
+from processes import ROOT, STOP_TIMEOUT_S, ServiceProcess, http, process_env
+
+SERVICE_NAMES = {"shop.gateway": "gateway", "shop.orders": "order-service", "shop.payments": "payment-service"}
+
+
+class Shop:
+    """The three services as processes, each pointed at the next one's port."""
+
+    def __init__(self, workdir: Path, **env: str) -> None:
+        self.workdir = workdir
+        self.env = {"ORDERS_DB_PATH": str(workdir / "orders.sqlite3"), **env}
+        self.ports = {module: free_port() for module in SERVICE_NAMES}
+        self.running: dict[str, ServiceProcess] = {}
+
+    def start(self, module: str) -> ServiceProcess:
+        links = {
+            "shop.orders": {"PAYMENTS_URL": f"http://127.0.0.1:{self.ports['shop.payments']}"},
+            "shop.gateway": {"ORDERS_URL": f"http://127.0.0.1:{self.ports['shop.orders']}"},
+        }.get(module, {})
+        service = ServiceProcess.start(module, self.ports[module], self.workdir, **self.env, **links)
+        self.running[module] = service
+        return service
+
+    def start_all(self) -> None:
+        for module in ("shop.payments", "shop.orders", "shop.gateway"):
+            self.start(module)
+
+    @property
+    def gateway(self) -> str:
+        return self.running["shop.gateway"].url
+
+    def stop_all(self) -> dict[str, int]:
+        """SIGTERM to all at once (as compose and make run do), then the exit status of each."""
+        for service in self.running.values():
+            service.process.send_signal(signal.SIGTERM)
+        return {module: service.stop(sig=None) for module, service in self.running.items()}
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Iterator[Shop]:
+    # Nothing listens on this port: every export fails, and the services must not care.
+    dead_collector = f"http://127.0.0.1:{free_port()}"
+    shop = Shop(tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=dead_collector, OTEL_BSP_SCHEDULE_DELAY="200")
+    yield shop
+    for service in shop.running.values():
+        if service.process.poll() is None:
+            service.process.kill()
+            service.process.wait()
+
+
+def test_processes_serve_orders_and_log_json_with_no_collector_listening(shop: Shop) -> None:
+    shop.start_all()
+    statuses = [http("POST", f"{shop.gateway}/api/order", order_body())[0] for _ in range(20)]
+    assert statuses == [201] * 20
+    status, body, headers = http("POST", f"{shop.gateway}/api/order", order_body())
+    assert status == 201
+    assert headers["traceresponse"].split("-")[1] == body["trace_id"]
+
+    exit_codes = shop.stop_all()
+    assert exit_codes == dict.fromkeys(SERVICE_NAMES, 0)
+    for module, service in shop.running.items():
+        lines = service.log_lines()
+        assert {line["service.name"] for line in lines} == {SERVICE_NAMES[module]}
+        traced = [line for line in lines if line.get("trace_id") == body["trace_id"]]
+        assert traced, f"{module} logged nothing for the order"
+        assert all(len(line["span_id"]) == 16 for line in traced)
+        assert GOOD_CARD not in service.stdout_path.read_text()
+        assert "Traceback" not in service.stderr_path.read_text()
+
+
+def test_orders_survive_a_restart_and_a_kill(shop: Shop) -> None:
+    shop.start_all()
+    _, first, _ = http("POST", f"{shop.gateway}/api/order", order_body())
+    assert shop.running["shop.orders"].stop(signal.SIGTERM) == 0
+    shop.start("shop.orders")
+    _, second, _ = http("POST", f"{shop.gateway}/api/order", order_body())
+    assert shop.running["shop.orders"].stop(signal.SIGKILL) == -signal.SIGKILL
+    shop.start("shop.orders")
+
+    for placed in (first, second):
+        status, stored, _ = http("GET", f"{shop.gateway}/api/order/{placed['order_id']}")
+        assert status == 200
+        assert stored["status"] == "paid"
+
+
+def test_telemetry_off_still_serves_orders(tmp_path: Path) -> None:
+    shop = Shop(tmp_path, OTEL_SDK_DISABLED="true")
+    try:
+        shop.start_all()
+        status, body, headers = http("POST", f"{shop.gateway}/api/order", order_body())
+        assert status == 201
+        assert body["trace_id"] == "0" * 32
+        assert "traceresponse" not in headers
+    finally:
+        assert shop.stop_all() == dict.fromkeys(SERVICE_NAMES, 0)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PORT", "eighty", "PORT='eighty' is not a whole number"),
+        ("OTEL_SDK_DISABLED", "maybe", "OTEL_SDK_DISABLED='maybe' is not a boolean (use true or false)"),
+        ("ORDERS_URL", "localhost:8001", "ORDERS_URL='localhost:8001' must start with http:// or https://"),
+    ],
+)
+def test_bad_configuration_exits_2_with_one_clear_line(variable: str, value: str, message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "shop.gateway"],
+        env=process_env(**{variable: value}),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == f"configuration error: {message}"
+
+
+def test_make_run_launcher_stops_all_three_on_ctrl_c(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("GATEWAY_PORT", "ORDERS_PORT", "PAYMENTS_PORT")}
+    env = process_env(
+        ORDERS_DB_PATH=str(tmp_path / "orders.sqlite3"),
+        OTEL_SDK_DISABLED="true",
+        **{name: str(port) for name, port in ports.items()},
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "shop.devrun"],
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
+        orders = f"http://127.0.0.1:{ports['ORDERS_PORT']}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if http("GET", f"{gateway}/readyz")[0] == http("GET", f"{orders}/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert http("POST", f"{gateway}/api/order", order_body())[0] == 201
+
+        os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        assert launcher.wait(STOP_TIMEOUT_S) == 0
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    for port in ports.values():
+        with pytest.raises(urllib.error.URLError, match="Connection refused"):
+            http("GET", f"http://127.0.0.1:{port}/healthz")

@@ -1,0 +1,58 @@
+"""No full card number anywhere: spans, logs, metrics, /metrics, the database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import DECLINED_CARD, GOOD_CARD, Capture, StackFactory, order_body
+
+BAD_LUHN_CARD = "4242424242424241"
+CARDS = (GOOD_CARD, DECLINED_CARD, BAD_LUHN_CARD)
+
+
+def telemetry_text(capture: Capture) -> str:
+    """Everything the in-memory exporters hold, as one string to search."""
+    parts: list[str] = []
+    for span in capture.spans():
+        parts.append(span.to_json())
+    for record in capture.logs():
+        parts.append(record.to_json())
+    data = capture.metric_reader.get_metrics_data()
+    assert data is not None
+    parts.append(data.to_json())
+    return "\n".join(parts)
+
+
+def database_bytes(directory: Path) -> bytes:
+    """The SQLite file and its write-ahead log, where recent rows live until a checkpoint."""
+    return b"".join(path.read_bytes() for path in sorted(directory.glob("orders.sqlite3*")))
+
+
+async def test_card_numbers_never_leave_the_request(
+    start_stack: StackFactory, capture: Capture, tmp_path: Path
+) -> None:
+    stack = await start_stack(gateway={"allow_fault_headers": True})
+    await stack.place_order(order_body(card_number=GOOD_CARD), **{"Idempotency-Key": "k"})
+    await stack.place_order(order_body(card_number=GOOD_CARD), **{"Idempotency-Key": "k"})
+    await stack.place_order(order_body(card_number=DECLINED_CARD))
+    await stack.place_order(order_body(card_number=GOOD_CARD), **{"X-Fault-Payment-Fail": "true"})
+    await stack.place_order(order_body(card_number=BAD_LUHN_CARD))
+    assert len(capture.spans()) > 20
+
+    scraped = []
+    for url in (stack.orders.url if stack.orders else "", stack.payments.url if stack.payments else ""):
+        async with stack.gateway.session.get(f"{url}/metrics") as response:
+            scraped.append(await response.text())
+    scraped.append(await (await stack.gateway.get("/metrics")).text())
+    stored = database_bytes(tmp_path)
+    assert stored, "the database files exist"
+
+    haystacks = {
+        "telemetry": telemetry_text(capture),
+        "/metrics": "\n".join(scraped),
+        "database": stored.decode("latin-1"),
+    }
+    for where, text in haystacks.items():
+        for card in CARDS:
+            assert card not in text, f"full card number in {where}"
+    assert "4242" in haystacks["database"], "the last four digits are kept"

@@ -8,7 +8,7 @@ import logging
 from opentelemetry import trace
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from conftest import Capture, Stack
+from conftest import Capture, Stack, StackFactory
 from shop.telemetry import json_log_formatter
 
 
@@ -36,14 +36,28 @@ async def test_only_our_own_loggers_are_exported(stack: Stack, capture: Capture)
     assert all(scope.startswith("shop.") for scope in scopes), scopes
 
 
-async def test_every_error_is_logged(stack: Stack, capture: Capture) -> None:
-    response = await stack.gateway.post("/api/order", data=b"not json")
-    assert response.status == 400
-    [record] = [r.log_record for r in capture.logs()]
-    assert record.body == "order rejected"
-    assert record.attributes is not None
-    assert record.attributes["error.code"] == "malformed_json"
-    assert record.severity_text == "WARN"
+async def test_every_error_answer_is_logged_with_its_code(stack: Stack, capture: Capture) -> None:
+    for method, path, data in [
+        ("POST", "/api/order", b"not json"),
+        ("GET", "/nowhere", None),
+        ("PUT", "/api/order", None),
+    ]:
+        await stack.gateway.request(method, path, data=data)
+    records = [r.log_record for r in capture.logs()]
+    assert [(r.body, r.severity_text) for r in records] == [
+        ("request failed: malformed_json", "WARN"),
+        ("request failed: not_found", "WARN"),
+        ("request failed: method_not_allowed", "WARN"),
+    ]
+    assert [r.attributes["http.response.status_code"] for r in records if r.attributes] == [400, 404, 405]
+
+
+async def test_server_errors_are_logged_as_errors(start_stack: StackFactory, capture: Capture) -> None:
+    stack = await start_stack(orders_running=False)
+    status, _ = await stack.place_order()
+    assert status == 503
+    failures = [r.log_record for r in capture.logs() if r.log_record.severity_text == "ERROR"]
+    assert [r.body for r in failures] == ["request failed: order_service_unavailable"]
 
 
 def test_stdout_lines_are_json_with_service_and_trace_context() -> None:

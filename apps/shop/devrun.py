@@ -20,7 +20,6 @@ STOP_TIMEOUT_S = 10.0
 LOCAL_DEFAULTS = {
     "GATEWAY_ALLOW_FAULT_HEADERS": "true",
     "OTEL_METRIC_EXPORT_INTERVAL": "10000",
-    "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=local",
 }
 
 
@@ -81,7 +80,9 @@ def main() -> int:
     if not stopping:
         module, died = next((m, p) for m, p in started.items() if p.poll() is not None)
         print(f"{module} exited with {died.returncode}; stopping the others", file=sys.stderr)
+    print("stopping the three services", file=sys.stderr, flush=True)
     status = _stop(processes)
+    print(f"all stopped (exit status {status})", file=sys.stderr, flush=True)
     return status if stopping else max(status, 1)
 
 

@@ -61,6 +61,15 @@ class ApiError(Exception):
 
 
 def error_response(error: ApiError) -> web.Response:
+    # Every error answer is logged once, here, inside the request's span.
+    level = logging.ERROR if error.status >= 500 else logging.WARNING
+    fields = sorted(error.details.get("fields", {}))
+    log.log(
+        level,
+        "request failed: %s",
+        error.code,
+        extra={"error.code": error.code, "http.response.status_code": error.status, "error.fields": fields},
+    )
     return web.json_response(error.body(), status=error.status)
 
 
@@ -86,7 +95,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         span = trace.get_current_span()
         span.record_exception(exc)
         span.set_status(StatusCode.ERROR, type(exc).__name__)
-        log.exception("unhandled error", extra={"http.route": request.path})
+        log.exception("unhandled error", extra={"url.path": request.path})
         return error_response(ApiError(500, "internal_error", "The server failed to handle the request."))
 
 

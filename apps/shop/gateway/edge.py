@@ -14,6 +14,7 @@ from opentelemetry import baggage, context
 
 from shop.common import faults
 from shop.common.errors import ApiError
+from shop.common.ops import trace_exemplar
 from shop.gateway.keys import METRICS, SETTINGS
 
 DELAY_HEADER = "X-Fault-Payment-Delay-Ms"
@@ -52,9 +53,9 @@ async def edge_context_middleware(request: web.Request, handler: Handler) -> web
         if request.app[SETTINGS].allow_fault_headers:
             for key, value in _fault_baggage(request).items():
                 ctx = baggage.set_baggage(key, value, ctx)
-            request.app[METRICS].fault_headers.labels(outcome="applied").inc()
+            request.app[METRICS].fault_headers.labels(outcome="applied").inc(exemplar=trace_exemplar())
         else:
-            request.app[METRICS].fault_headers.labels(outcome="ignored").inc()
+            request.app[METRICS].fault_headers.labels(outcome="ignored").inc(exemplar=trace_exemplar())
     token = context.attach(ctx)
     try:
         return await handler(request)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import GOOD_CARD, free_port, order_body
+from otlp_sink import OtlpSink
 from processes import ROOT, STOP_TIMEOUT_S, ServiceProcess, http, process_env
 
 SERVICE_NAMES = {"shop.gateway": "gateway", "shop.orders": "order-service", "shop.payments": "payment-service"}
@@ -168,3 +169,27 @@ def test_make_run_launcher_stops_all_three_on_ctrl_c(tmp_path: Path) -> None:
     for port in ports.values():
         with pytest.raises(urllib.error.URLError, match="Connection refused"):
             http("GET", f"http://127.0.0.1:{port}/healthz")
+
+
+def test_shutdown_flushes_buffered_telemetry_to_a_listening_receiver(tmp_path: Path) -> None:
+    with OtlpSink() as sink:
+        # Nothing would be exported for a minute: whatever arrives was flushed by the shutdown.
+        shop = Shop(
+            tmp_path,
+            OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
+            OTEL_BSP_SCHEDULE_DELAY="60000",
+            OTEL_BLRP_SCHEDULE_DELAY="60000",
+            OTEL_METRIC_EXPORT_INTERVAL="60000",
+        )
+        shop.start_all()
+        status, body, _ = http("POST", f"{shop.gateway}/api/order", order_body())
+        assert status == 201
+        assert sink.spans() == []
+        assert shop.stop_all() == dict.fromkeys(SERVICE_NAMES, 0)
+
+    trace_id = bytes.fromhex(body["trace_id"])
+    services = {resource["service.name"] for resource, span in sink.spans() if span.trace_id == trace_id}
+    assert services == set(SERVICE_NAMES.values())
+    logged = {resource["service.name"] for resource, record in sink.log_records() if record.trace_id == trace_id}
+    assert logged == set(SERVICE_NAMES.values())
+    assert {"http.server.request.duration", "orders.placed", "payments.authorizations"} <= sink.metric_names()

@@ -1,0 +1,98 @@
+"""A recording OTLP/HTTP receiver: decodes what arrives with opentelemetry-proto and keeps it."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+
+def resource_attributes(resource: object) -> dict[str, str]:
+    return {kv.key: kv.value.string_value for kv in getattr(resource, "attributes", [])}
+
+
+class OtlpSink:
+    """Listens on 127.0.0.1 on a free port; use as a context manager."""
+
+    def __init__(self) -> None:
+        self.traces: list[ExportTraceServiceRequest] = []
+        self.metrics: list[ExportMetricsServiceRequest] = []
+        self.logs: list[ExportLogsServiceRequest] = []
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                with sink._lock:
+                    if self.path == "/v1/traces":
+                        sink.traces.append(ExportTraceServiceRequest.FromString(body))
+                    elif self.path == "/v1/metrics":
+                        sink.metrics.append(ExportMetricsServiceRequest.FromString(body))
+                    elif self.path == "/v1/logs":
+                        sink.logs.append(ExportLogsServiceRequest.FromString(body))
+                    else:
+                        self.send_response(404)
+                        self.end_headers()
+                        return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet: the tests read what was recorded instead."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> OtlpSink:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def spans(self) -> list[tuple[dict[str, str], Span]]:
+        with self._lock:
+            return [
+                (resource_attributes(rs.resource), span)
+                for request in self.traces
+                for rs in request.resource_spans
+                for ss in rs.scope_spans
+                for span in ss.spans
+            ]
+
+    def log_records(self) -> list[tuple[dict[str, str], LogRecord]]:
+        with self._lock:
+            return [
+                (resource_attributes(rl.resource), record)
+                for request in self.logs
+                for rl in request.resource_logs
+                for sl in rl.scope_logs
+                for record in sl.log_records
+            ]
+
+    def metric_names(self) -> set[str]:
+        with self._lock:
+            return {
+                metric.name
+                for request in self.metrics
+                for rm in request.resource_metrics
+                for sm in rm.scope_metrics
+                for metric in sm.metrics
+            }

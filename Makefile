@@ -5,7 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt apps/requirements.txt | cksum | cut -d' ' -f1)
 export PYTHONPATH := $(CURDIR)/apps
 
-.PHONY: venv run test check format lock clean
+GO ?= go
+HAVE_GO := $(shell command -v $(GO) 2>/dev/null)
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+COLLECTOR_RELEASE := $(shell sed -n 's/^  version: *//p' otel-collector/builder-config.yaml)
+BUILDER := build/bin/builder-v$(COLLECTOR_RELEASE)
+COLLECTOR := build/otelcol/otelcol-shop
+
+.PHONY: venv run test check format lock clean collector prometheus
 
 venv: $(STAMP)
 
@@ -19,9 +26,34 @@ $(STAMP): requirements-dev.txt apps/requirements.txt
 run: $(STAMP)
 	$(BIN)/python -m shop.devrun
 
-## test: the whole test suite
-test: $(STAMP)
+## test: the whole test suite (builds the Collector first where Go is installed)
+test: $(STAMP) $(if $(HAVE_GO),$(COLLECTOR))
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## collector: build the Collector from otel-collector/builder-config.yaml (skipped when up to date)
+collector: $(COLLECTOR)
+
+$(BUILDER):
+	@echo "==> installing the OpenTelemetry Collector Builder v$(COLLECTOR_RELEASE)"
+	@mkdir -p build/bin
+	GOBIN=$(CURDIR)/build/bin.tmp $(GO) install go.opentelemetry.io/collector/cmd/builder@v$(COLLECTOR_RELEASE)
+	mv build/bin.tmp/builder $@ && rmdir build/bin.tmp
+
+$(COLLECTOR): otel-collector/builder-config.yaml | $(BUILDER)
+	@echo "==> building the Collector $(COLLECTOR_RELEASE) into build/otelcol (a few minutes the first time)"
+	$(BUILDER) --config otel-collector/builder-config.yaml
+	@touch $@
+	@echo "==> $(COLLECTOR) is ready"
+
+## prometheus: install Prometheus and promtool from Debian's packages, if missing
+prometheus:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then \
+	  echo "==> $$(prometheus --version 2>&1 | head -1)"; \
+	else \
+	  echo "==> installing Prometheus from Debian's packages"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends prometheus; \
+	fi
 
 ## check: formatting, lint and strict types
 check: $(STAMP)
@@ -42,4 +74,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data build

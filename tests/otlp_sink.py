@@ -1,4 +1,7 @@
-"""A recording OTLP/HTTP receiver: decodes what arrives with opentelemetry-proto and keeps it."""
+"""A recording OTLP/HTTP receiver: decodes what arrives with opentelemetry-proto and keeps it.
+
+It stands in for Tempo and Loki, which cannot run here.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ class OtlpSink:
         self.traces: list[ExportTraceServiceRequest] = []
         self.metrics: list[ExportMetricsServiceRequest] = []
         self.logs: list[ExportLogsServiceRequest] = []
+        self.paths: list[str] = []
         self._lock = threading.Lock()
         sink = self
 
@@ -34,11 +38,13 @@ class OtlpSink:
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 with sink._lock:
-                    if self.path == "/v1/traces":
+                    sink.paths.append(self.path)
+                    # Suffixes, so that a base path such as Loki's /otlp works too.
+                    if self.path.endswith("/v1/traces"):
                         sink.traces.append(ExportTraceServiceRequest.FromString(body))
-                    elif self.path == "/v1/metrics":
+                    elif self.path.endswith("/v1/metrics"):
                         sink.metrics.append(ExportMetricsServiceRequest.FromString(body))
-                    elif self.path == "/v1/logs":
+                    elif self.path.endswith("/v1/logs"):
                         sink.logs.append(ExportLogsServiceRequest.FromString(body))
                     else:
                         self.send_response(404)

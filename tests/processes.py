@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conftest import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
@@ -43,48 +45,40 @@ def process_env(**overrides: str) -> dict[str, str]:
 
 
 @dataclass
-class ServiceProcess:
-    module: str
-    port: int
+class BackgroundProcess:
+    """A program started for a test, its output in files, stopped with a bounded wait."""
+
+    name: str
     process: subprocess.Popen[bytes]
     stdout_path: Path
     stderr_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    url: str
 
     @classmethod
-    def start(cls, module: str, port: int, workdir: Path, **env: str) -> ServiceProcess:
+    def start(
+        cls, name: str, command: list[str], workdir: Path, env: dict[str, str], url: str, ready_path: str
+    ) -> BackgroundProcess:
+        """Start ``command`` and wait until ``url + ready_path`` answers 200."""
         workdir.mkdir(parents=True, exist_ok=True)
-        name = module.rsplit(".", 1)[-1]
         stdout_path, stderr_path = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
         with stdout_path.open("ab") as stdout, stderr_path.open("ab") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-m", module],
-                env=process_env(PORT=str(port), **env),
-                cwd=workdir,
-                stdout=stdout,
-                stderr=stderr,
-            )
-        service = cls(module, port, process, stdout_path, stderr_path)
-        service.wait_until_live()
-        return service
+            process = subprocess.Popen(command, env=env, cwd=workdir, stdout=stdout, stderr=stderr)
+        started = cls(name, process, stdout_path, stderr_path, url)
+        started.wait_until_ready(ready_path)
+        return started
 
-    def wait_until_live(self) -> None:
+    def wait_until_ready(self, path: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.module} exited with {self.process.returncode}: {self.stderr_path.read_text()}"
-                )
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self.stderr_path.read_text()}")
             try:
-                if http("GET", f"{self.url}/healthz")[0] == 200:
+                if http("GET", f"{self.url}{path}")[0] == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"{self.module} did not answer /healthz within {START_TIMEOUT_S} s")
+        raise TimeoutError(f"{self.name} did not answer {path} within {START_TIMEOUT_S} s")
 
     def stop(self, sig: signal.Signals | None = signal.SIGTERM) -> int:
         """Send a signal (once: a second SIGTERM means 'force') and wait, bounded, for the exit status."""
@@ -97,5 +91,62 @@ class ServiceProcess:
             self.process.wait()
             raise
 
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
     def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.stdout_path.read_text().splitlines() if line.strip()]
+
+
+def start_service(module: str, port: int, workdir: Path, **env: str) -> BackgroundProcess:
+    """``python -m shop.<service>`` on ``port``, once its /healthz answers."""
+    return BackgroundProcess.start(
+        module.rsplit(".", 1)[-1],
+        [sys.executable, "-m", module],
+        workdir,
+        process_env(PORT=str(port), **env),
+        f"http://127.0.0.1:{port}",
+        "/healthz",
+    )
+
+
+SERVICE_NAMES = {"shop.gateway": "gateway", "shop.orders": "order-service", "shop.payments": "payment-service"}
+
+
+class Shop:
+    """The three services as processes, each pointed at the next one's port."""
+
+    def __init__(self, workdir: Path, **env: str) -> None:
+        self.workdir = workdir
+        self.env = {"ORDERS_DB_PATH": str(workdir / "orders.sqlite3"), **env}
+        self.ports = {module: free_port() for module in SERVICE_NAMES}
+        self.running: dict[str, BackgroundProcess] = {}
+
+    def start(self, module: str) -> BackgroundProcess:
+        links = {
+            "shop.orders": {"PAYMENTS_URL": f"http://127.0.0.1:{self.ports['shop.payments']}"},
+            "shop.gateway": {"ORDERS_URL": f"http://127.0.0.1:{self.ports['shop.orders']}"},
+        }.get(module, {})
+        service = start_service(module, self.ports[module], self.workdir, **self.env, **links)
+        self.running[module] = service
+        return service
+
+    def start_all(self) -> None:
+        for module in ("shop.payments", "shop.orders", "shop.gateway"):
+            self.start(module)
+
+    @property
+    def gateway(self) -> str:
+        return self.running["shop.gateway"].url
+
+    def stop_all(self) -> dict[str, int]:
+        """SIGTERM to all at once (as compose and make run do), then the exit status of each."""
+        for service in self.running.values():
+            service.process.send_signal(signal.SIGTERM)
+        return {module: service.stop(sig=None) for module, service in self.running.items()}
+
+    def kill_all(self) -> None:
+        for service in self.running.values():
+            service.kill()

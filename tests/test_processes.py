@@ -15,42 +15,7 @@ import pytest
 
 from conftest import GOOD_CARD, free_port, order_body
 from otlp_sink import OtlpSink
-from processes import ROOT, STOP_TIMEOUT_S, ServiceProcess, http, process_env
-
-SERVICE_NAMES = {"shop.gateway": "gateway", "shop.orders": "order-service", "shop.payments": "payment-service"}
-
-
-class Shop:
-    """The three services as processes, each pointed at the next one's port."""
-
-    def __init__(self, workdir: Path, **env: str) -> None:
-        self.workdir = workdir
-        self.env = {"ORDERS_DB_PATH": str(workdir / "orders.sqlite3"), **env}
-        self.ports = {module: free_port() for module in SERVICE_NAMES}
-        self.running: dict[str, ServiceProcess] = {}
-
-    def start(self, module: str) -> ServiceProcess:
-        links = {
-            "shop.orders": {"PAYMENTS_URL": f"http://127.0.0.1:{self.ports['shop.payments']}"},
-            "shop.gateway": {"ORDERS_URL": f"http://127.0.0.1:{self.ports['shop.orders']}"},
-        }.get(module, {})
-        service = ServiceProcess.start(module, self.ports[module], self.workdir, **self.env, **links)
-        self.running[module] = service
-        return service
-
-    def start_all(self) -> None:
-        for module in ("shop.payments", "shop.orders", "shop.gateway"):
-            self.start(module)
-
-    @property
-    def gateway(self) -> str:
-        return self.running["shop.gateway"].url
-
-    def stop_all(self) -> dict[str, int]:
-        """SIGTERM to all at once (as compose and make run do), then the exit status of each."""
-        for service in self.running.values():
-            service.process.send_signal(signal.SIGTERM)
-        return {module: service.stop(sig=None) for module, service in self.running.items()}
+from processes import ROOT, SERVICE_NAMES, STOP_TIMEOUT_S, Shop, http, process_env
 
 
 @pytest.fixture
@@ -59,10 +24,7 @@ def shop(tmp_path: Path) -> Iterator[Shop]:
     dead_collector = f"http://127.0.0.1:{free_port()}"
     shop = Shop(tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=dead_collector, OTEL_BSP_SCHEDULE_DELAY="200")
     yield shop
-    for service in shop.running.values():
-        if service.process.poll() is None:
-            service.process.kill()
-            service.process.wait()
+    shop.kill_all()
 
 
 def test_processes_serve_orders_and_log_json_with_no_collector_listening(shop: Shop) -> None:

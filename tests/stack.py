@@ -1,0 +1,182 @@
+"""The real Collector (built from otel-collector/builder-config.yaml) and the real Prometheus, as test processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.parse
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import free_port
+from processes import ROOT, BackgroundProcess, http
+
+COLLECTOR_BINARY = ROOT / "build" / "otelcol" / "otelcol-shop"
+COLLECTOR_CONFIG = ROOT / "otel-collector" / "config.yaml"
+PROMETHEUS_CONFIG = ROOT / "prometheus" / "prometheus.yml"
+PROMETHEUS_RULES = ROOT / "prometheus" / "rules"
+
+
+def require(found: str | None, reason: str) -> str:
+    """A missing tool skips on a user's machine and fails in CI, where .ci/run installs everything."""
+    if found:
+        return found
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: a missing dependency is a failure)")
+    pytest.skip(reason)
+
+
+def collector_binary() -> str:
+    found = str(COLLECTOR_BINARY) if COLLECTOR_BINARY.exists() else None
+    return require(found, f"no Collector at {COLLECTOR_BINARY.relative_to(ROOT)}: run `make collector` (needs Go)")
+
+
+def prometheus_binary() -> str:
+    return require(shutil.which("prometheus"), "no prometheus on PATH: run `make prometheus` (Debian's package)")
+
+
+def promtool_binary() -> str:
+    return require(shutil.which("promtool"), "no promtool on PATH: run `make prometheus` (Debian's package)")
+
+
+class Collector:
+    """The built Collector running the real config, every address moved to a free loopback port."""
+
+    def __init__(self, workdir: Path, tempo_endpoint: str, loki_endpoint: str) -> None:
+        self.ports = {name: free_port() for name in ("grpc", "http", "health", "prometheus", "telemetry")}
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['grpc']}",
+            "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.ports['http']}",
+            "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{self.ports['health']}",
+            "OTELCOL_PROMETHEUS_ENDPOINT": f"127.0.0.1:{self.ports['prometheus']}",
+            "OTELCOL_TELEMETRY_HOST": "127.0.0.1",
+            "OTELCOL_TELEMETRY_PORT": str(self.ports["telemetry"]),
+            "TEMPO_OTLP_HTTP_ENDPOINT": tempo_endpoint,
+            "LOKI_OTLP_HTTP_ENDPOINT": loki_endpoint,
+        }
+        self.process = BackgroundProcess.start(
+            "otelcol",
+            [collector_binary(), "--config", str(COLLECTOR_CONFIG)],
+            workdir,
+            env,
+            f"http://127.0.0.1:{self.ports['health']}",
+            "/",
+        )
+
+    def own_counters(self) -> dict[str, float]:
+        """The Collector's own metrics, summed per name (as Prometheus names them: no ``_total``),
+        read straight from its telemetry endpoint."""
+        status, text, _ = http("GET", f"http://{self.telemetry_target}/metrics")
+        assert status == 200
+        totals: dict[str, float] = defaultdict(float)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                totals[sample.name.removesuffix("_total")] += sample.value
+        return dict(totals)
+
+    def wait_until_idle(self, timeout_s: float = 30) -> None:
+        """Until all it accepted has been sent on and nothing new arrived for a while (bounded)."""
+        deadline = time.monotonic() + timeout_s
+        previous: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            counters = self.own_counters()
+            flow = {
+                name: counters.get(name, 0.0)
+                for signal in ("spans", "log_records")
+                for name in (f"otelcol_receiver_accepted_{signal}", f"otelcol_exporter_sent_{signal}")
+            }
+            settled = all(
+                flow[f"otelcol_receiver_accepted_{signal}"] == flow[f"otelcol_exporter_sent_{signal}"]
+                for signal in ("spans", "log_records")
+            )
+            if settled and flow == previous:
+                return
+            previous = flow
+            time.sleep(1.5)
+        raise TimeoutError(f"the Collector was still busy after {timeout_s} s")
+
+    @property
+    def otlp_http_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['http']}"
+
+    @property
+    def prometheus_target(self) -> str:
+        return f"127.0.0.1:{self.ports['prometheus']}"
+
+    @property
+    def telemetry_target(self) -> str:
+        return f"127.0.0.1:{self.ports['telemetry']}"
+
+
+def localized_prometheus_config(targets: dict[str, str]) -> dict[str, Any]:
+    """prometheus.yml with each compose target replaced; a target without a replacement is an error."""
+    config: dict[str, Any] = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            static["targets"] = [targets[target] for target in static["targets"]]
+    return config
+
+
+class Prometheus:
+    """Debian's Prometheus with the real config and rules; only the scrape targets point elsewhere."""
+
+    def __init__(self, workdir: Path, targets: dict[str, str]) -> None:
+        self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = localized_prometheus_config({**targets, "localhost:9090": f"127.0.0.1:{self.port}"})
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        shutil.copytree(PROMETHEUS_RULES, workdir / "rules", dirs_exist_ok=True)
+        self.process = BackgroundProcess.start(
+            "prometheus",
+            [
+                prometheus_binary(),
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--enable-feature=exemplar-storage",
+            ],
+            workdir,
+            {"PATH": os.environ.get("PATH", "")},
+            f"http://127.0.0.1:{self.port}",
+            "/-/ready",
+        )
+
+    def api(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params)
+        status, body, _ = http("GET", f"{self.process.url}/api/v1/{path}?{query}")
+        assert status == 200, body
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.api("query", query=expr)["result"]
+        return result
+
+    def exemplars(self, expr: str, since_s: float = 3600) -> list[dict[str, Any]]:
+        now = time.time()
+        data: list[dict[str, Any]] = self.api("query_exemplars", query=expr, start=str(now - since_s), end=str(now))
+        return data
+
+    def wait_for(self, expr: str, timeout_s: float = 60) -> list[dict[str, Any]]:
+        """Poll until the query returns data (bounded), and return it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = self.query(expr)
+            if result or time.monotonic() > deadline:
+                return result
+            time.sleep(1)
+
+    def rules(self) -> list[dict[str, Any]]:
+        return [rule for group in self.api("rules")["groups"] for rule in group["rules"]]
+
+
+def dump(value: Any) -> str:
+    return json.dumps(value, indent=1)[:4000]

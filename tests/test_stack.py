@@ -1,0 +1,283 @@
+"""The Collector fan-out, proven with real processes: the built Collector with the real config, the real
+Prometheus with the real config and rules, the three services, and recording OTLP receivers standing in
+for Tempo and Loki (which cannot run here).
+
+One module-scoped stack takes a mix of orders; each test then asserts on one route of the telemetry.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import DECLINED_CARD, GOOD_CARD, order_body
+from otlp_sink import OtlpSink
+from processes import SERVICE_NAMES, Shop, http
+from stack import COLLECTOR_CONFIG, PROMETHEUS_RULES, Collector, Prometheus, collector_binary, dump, promtool_binary
+
+SERVICES = set(SERVICE_NAMES.values())
+SLOW = {"X-Fault-Payment-Delay-Ms": "800"}
+FAIL = {"X-Fault-Payment-Fail": "true"}
+
+
+@dataclass
+class Order:
+    kind: str
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def trace_id(self) -> str:
+        trace_id: str = self.body["trace_id"]
+        return trace_id
+
+
+@dataclass
+class Stack:
+    tempo: OtlpSink
+    loki: OtlpSink
+    collector: Collector
+    shop: Shop
+    prometheus: Prometheus
+    orders: list[Order]
+
+
+def place_orders(gateway: str, round_name: str) -> list[Order]:
+    """A mix with every outcome: paid (one retried with its Idempotency-Key), declined, failed, slow, invalid."""
+    key = {"Idempotency-Key": f"stack-replay-{round_name}"}
+    plan: list[tuple[str, dict[str, Any], dict[str, str]]] = [
+        *[("paid", order_body(), {}) for _ in range(5)],
+        ("paid", order_body(item="lamp"), key),
+        ("replay", order_body(item="lamp"), key),
+        *[("declined", order_body(card_number=DECLINED_CARD), {}) for _ in range(2)],
+        *[("failed", order_body(), FAIL) for _ in range(2)],
+        *[("slow", order_body(), SLOW) for _ in range(2)],
+        ("invalid", order_body(quantity=0), {}),
+    ]
+    orders = []
+    for kind, body, headers in plan:
+        status, answer, _ = http("POST", f"{gateway}/api/order", body, {"Content-Type": "application/json", **headers})
+        orders.append(Order(kind, status, answer))
+    expected = {"paid": 201, "replay": 201, "declined": 402, "failed": 502, "slow": 201, "invalid": 422}
+    assert [(o.kind, o.status) for o in orders] == [(o.kind, expected[o.kind]) for o in orders]
+    return orders
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("stack")
+    with OtlpSink() as tempo, OtlpSink() as loki:
+        collector = Collector(workdir / "otelcol", tempo.endpoint, f"{loki.endpoint}/otlp")
+        shop = Shop(
+            workdir / "shop",
+            OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_endpoint,
+            OTEL_BSP_SCHEDULE_DELAY="500",
+            OTEL_BLRP_SCHEDULE_DELAY="500",
+            # Longer than the 5 s scrape interval: the SDK sends exemplars only with the export that
+            # follows a measurement, so each export must stay exposed for at least one scrape.
+            OTEL_METRIC_EXPORT_INTERVAL="10000",
+            GATEWAY_ALLOW_FAULT_HEADERS="true",
+        )
+        prometheus = None
+        try:
+            shop.start_all()
+            prometheus = Prometheus(
+                workdir / "prometheus",
+                {
+                    "otel-collector:8889": collector.prometheus_target,
+                    "otel-collector:8888": collector.telemetry_target,
+                    "gateway:8000": f"127.0.0.1:{shop.ports['shop.gateway']}",
+                    "order-service:8001": f"127.0.0.1:{shop.ports['shop.orders']}",
+                    "payment-service:8002": f"127.0.0.1:{shop.ports['shop.payments']}",
+                },
+            )
+            # Prometheus computes rates from increases it has seen: a counter series whose first
+            # sample already holds every event shows no rate. So a first round creates the series,
+            # and a second one, once they are scraped, makes them grow.
+            orders = place_orders(shop.gateway, "first")
+            for expr in (
+                'traces_span_metrics_calls_total{service_name="payment-service", status_code="STATUS_CODE_ERROR"}',
+                'traces_span_metrics_duration_milliseconds_bucket{service_name="payment-service", le="1000.0"}',
+                "orders_idempotent_replays_total > 0",
+            ):
+                assert prometheus.wait_for(expr), f"no data for {expr} within the time limit"
+            orders += place_orders(shop.gateway, "second")
+            charged = sum(1 for order in orders if order.kind in {"paid", "declined", "failed", "slow"})
+            # Wait (bounded) until Prometheus has scraped all of the second round, and the rules saw it.
+            for expr in (
+                f'sum(traces_span_metrics_calls_total{{span_name="POST /api/order"}}) >= {len(orders)}',
+                f'sum(traces_span_metrics_calls_total{{span_name="POST /payments"}}) >= {charged}',
+                f'sum(http_server_request_duration_seconds_count{{job="shop/gateway"}}) >= {len(orders)}',
+                "orders_idempotent_replays_total >= 2",
+                'ALERTS{alertname="ShopServiceErrorRatioHigh", service_name="payment-service"}',
+                'ALERTS{alertname="ShopServiceLatencyP95High", service_name="payment-service"}',
+            ):
+                assert prometheus.wait_for(expr), f"no data for {expr} within the time limit"
+            collector.wait_until_idle()
+            yield Stack(tempo, loki, collector, shop, prometheus, orders)
+        finally:
+            shop.kill_all()
+            if prometheus is not None:
+                prometheus.process.stop()
+            collector.process.stop()
+
+
+def test_collector_validates_the_config() -> None:
+    result = subprocess.run(
+        [collector_binary(), "validate", "--config", str(COLLECTOR_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_order_reaches_tempo_as_one_complete_trace(stack: Stack) -> None:
+    spans_by_trace: dict[bytes, list[tuple[str, Any]]] = defaultdict(list)
+    for resource, span in stack.tempo.spans():
+        spans_by_trace[span.trace_id].append((resource["service.name"], span))
+    assert set(stack.tempo.paths) == {"/v1/traces"}, "only traces go to Tempo"
+
+    for order in stack.orders:
+        spans = spans_by_trace[bytes.fromhex(order.trace_id)]
+        names = {(service, span.name) for service, span in spans}
+        if order.kind == "invalid":
+            assert names == {("gateway", "POST /api/order")}
+            continue
+        expected = {("gateway", "POST /api/order"), ("gateway", "POST"), ("order-service", "POST /orders")}
+        if order.kind != "replay":
+            expected |= {("order-service", "place_order"), ("payment-service", "POST /payments")}
+            expected |= {("payment-service", "processor.authorize"), ("order-service", "INSERT orders")}
+        assert expected <= names, (order.kind, names)
+        ids = {span.span_id for _, span in spans}
+        roots = [span for _, span in spans if not span.parent_span_id]
+        assert len(roots) == 1, order.kind
+        assert roots[0].name == "POST /api/order"
+        assert all(span.parent_span_id in ids for _, span in spans if span.parent_span_id), "no orphans"
+
+
+def test_logs_reach_loki_with_trace_context_and_no_card_number(stack: Stack) -> None:
+    assert set(stack.loki.paths) == {"/otlp/v1/logs"}, "only logs go to Loki's OTLP path"
+    records = stack.loki.log_records()
+    services_by_trace: dict[bytes, set[str]] = defaultdict(set)
+    for resource, record in records:
+        assert resource["service.name"] in SERVICES
+        assert GOOD_CARD not in str(record)
+        assert DECLINED_CARD not in str(record)
+        if record.trace_id:
+            assert len(record.trace_id) == 16
+            assert len(record.span_id) == 8
+            services_by_trace[record.trace_id].add(resource["service.name"])
+
+    for order in stack.orders:
+        logged = services_by_trace[bytes.fromhex(order.trace_id)]
+        expected = {"gateway"} if order.kind == "invalid" else {"gateway", "order-service"}
+        if order.kind in {"paid", "declined", "failed", "slow"}:
+            expected = SERVICES
+        assert logged == expected, (order.kind, logged)
+
+
+def test_span_metrics_cover_every_service_with_error_status(stack: Stack) -> None:
+    calls = stack.prometheus.query("sum by (service_name, status_code) (traces_span_metrics_calls_total)")
+    seen = {(r["metric"]["service_name"], r["metric"]["status_code"]) for r in calls}
+    assert {(s, "STATUS_CODE_UNSET") for s in SERVICES} <= seen
+    assert ("payment-service", "STATUS_CODE_ERROR") in seen, dump(calls)
+
+    server_buckets = 'traces_span_metrics_duration_milliseconds_bucket{le="+Inf", span_kind="SPAN_KIND_SERVER"}'
+    buckets = stack.prometheus.query(f"sum by (service_name) ({server_buckets})")
+    assert {r["metric"]["service_name"] for r in buckets} == SERVICES
+    routes = stack.prometheus.query(
+        'count by (http_route) (traces_span_metrics_calls_total{span_kind="SPAN_KIND_SERVER"})'
+    )
+    assert {r["metric"]["http_route"] for r in routes} == {"/api/order", "/orders", "/payments"}
+
+
+def test_service_graph_has_the_order_path(stack: Stack) -> None:
+    edges = stack.prometheus.query("sum by (client, server) (traces_service_graph_request_total)")
+    pairs = {(r["metric"]["client"], r["metric"]["server"]) for r in edges}
+    assert {("gateway", "order-service"), ("order-service", "payment-service")} <= pairs, dump(edges)
+    assert ("order-service", "orders.sqlite3") in pairs, "database calls are a node of their own"
+    failed = stack.prometheus.query('traces_service_graph_request_failed_total{client="order-service"}')
+    assert failed, "failed payment calls are counted on their edge"
+
+
+def test_sdk_http_metrics_and_business_counters_reach_prometheus(stack: Stack) -> None:
+    server = stack.prometheus.query("sum by (job, http_route) (http_server_request_duration_seconds_count)")
+    assert {(r["metric"]["job"], r["metric"]["http_route"]) for r in server} >= {
+        ("shop/gateway", "/api/order"),
+        ("shop/order-service", "/orders"),
+        ("shop/payment-service", "/payments"),
+    }
+    assert stack.prometheus.query("http_client_request_duration_seconds_count")
+    assert stack.prometheus.query('orders_placed_total{order_status="paid"}')
+    assert stack.prometheus.query('payments_authorizations_total{payment_outcome="declined"}')
+    scraped = {
+        "gateway_validation_failures_total": "gateway",
+        "orders_idempotent_replays_total": "order-service",
+        "payments_injected_faults_total": "payment-service",
+        "process_cpu_seconds_total": "payment-service",
+    }
+    for metric, service in scraped.items():
+        result = stack.prometheus.query(f'{metric}{{job="shop-services", service_name="{service}"}}')
+        assert result, metric
+
+
+def test_exemplars_lead_to_traces_that_tempo_received(stack: Stack) -> None:
+    received = {span.trace_id.hex() for _, span in stack.tempo.spans()}
+    for expr in (
+        "traces_span_metrics_duration_milliseconds_bucket",
+        "http_server_request_duration_seconds_bucket",
+        "orders_idempotent_replays_total",
+    ):
+        series = stack.prometheus.exemplars(expr)
+        trace_ids = {e["labels"]["trace_id"] for s in series for e in s["exemplars"]}
+        assert trace_ids, f"no exemplars for {expr}"
+        assert trace_ids <= received, expr
+    replays = {o.trace_id for o in stack.orders if o.kind == "replay"}
+    exemplars = stack.prometheus.exemplars("orders_idempotent_replays_total")
+    assert replays & {e["labels"]["trace_id"] for s in exemplars for e in s["exemplars"]}, "a replay's own trace"
+
+
+def test_collector_lost_nothing(stack: Stack) -> None:
+    def total(expr: str) -> float:
+        result = stack.prometheus.query(f"sum({expr})")
+        return float(result[0]["value"][1]) if result else 0.0
+
+    for signal in ("spans", "metric_points", "log_records"):
+        assert total(f"otelcol_receiver_accepted_{signal}") > 0, signal
+        for loss in ("receiver_refused", "receiver_failed", "exporter_send_failed", "exporter_enqueue_failed"):
+            assert total(f"otelcol_{loss}_{signal}") == 0, f"{loss} {signal}"
+    # Everything accepted went out (metric points are more: the connectors add their own).
+    assert total("otelcol_exporter_sent_spans") == total("otelcol_receiver_accepted_spans")
+    assert total("otelcol_exporter_sent_log_records") == total("otelcol_receiver_accepted_log_records")
+    assert total("otelcol_exporter_sent_metric_points") >= total("otelcol_receiver_accepted_metric_points")
+    assert total("otelcol_exporter_queue_size") == 0
+    # And it is what the stand-ins for Tempo and Loki received.
+    assert total("otelcol_exporter_sent_spans") == len(stack.tempo.spans())
+    assert total("otelcol_exporter_sent_log_records") == len(stack.loki.log_records())
+
+
+def test_rules_load_and_every_expression_returns_data(stack: Stack) -> None:
+    rule_files = sorted(str(path) for path in Path(PROMETHEUS_RULES).glob("*.yml"))
+    checked = subprocess.run(
+        [promtool_binary(), "check", "rules", *rule_files], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    rules = stack.prometheus.rules()
+    assert len(rules) == 5
+    for rule in rules:
+        assert rule["health"] == "ok", rule
+        assert stack.prometheus.query(rule["query"]), f"no data for {rule['name']}: {rule['query']}"
+    alerting = {
+        (a["labels"]["alertname"], a["labels"]["service_name"]) for a in stack.prometheus.api("alerts")["alerts"]
+    }
+    assert ("ShopServiceErrorRatioHigh", "payment-service") in alerting
+    assert ("ShopServiceLatencyP95High", "payment-service") in alerting

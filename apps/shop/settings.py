@@ -7,15 +7,19 @@ directly with explicit values and never touch ``os.environ``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 GATEWAY = "gateway"
 ORDER_SERVICE = "order-service"
 PAYMENT_SERVICE = "payment-service"
 
 DEFAULT_PORTS = {GATEWAY: 8000, ORDER_SERVICE: 8001, PAYMENT_SERVICE: 8002}
+
+
+NumberT = TypeVar("NumberT", int, float)
 
 
 class SettingsError(ValueError):
@@ -27,30 +31,28 @@ def _text(env: Mapping[str, str], name: str, default: str) -> str:
     return value or default
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def _number(
+    env: Mapping[str, str], name: str, default: NumberT, low: NumberT, high: NumberT, parse: Callable[[str], NumberT]
+) -> NumberT:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+        noun = "a whole number" if parse is int else "a number"
+        raise SettingsError(f"{name}={raw!r} is not {noun}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name}={value} is outside {low}..{high}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    return _number(env, name, default, low, high, int)
 
 
 def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}={value} is outside {low}..{high}")
-    return value
+    return _number(env, name, default, low, high, float)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

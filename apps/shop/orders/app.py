@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
+from shop.common.app import client_session_ctx, new_application
 from shop.common.baggage import inbound_baggage_middleware
 from shop.common.downstream import probe_health
-from shop.common.errors import MAX_BODY_BYTES, error_middleware, trace_response_middleware
 from shop.common.ops import new_registry, setup_ops
 from shop.orders.handlers import get_order, place_order
 from shop.orders.keys import IN_FLIGHT, METRICS, PAYMENTS_SESSION, SETTINGS, STORE
@@ -24,23 +23,14 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[STORE].close()
 
 
-async def _payments_session_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with aiohttp.ClientSession() as session:
-        app[PAYMENTS_SESSION] = session
-        yield
-
-
 def create_app(settings: OrdersSettings) -> web.Application:
-    app = web.Application(
-        middlewares=[trace_response_middleware, error_middleware, inbound_baggage_middleware],
-        client_max_size=MAX_BODY_BYTES,
-    )
+    app = new_application([inbound_baggage_middleware])
     registry = new_registry()
     app[SETTINGS] = settings
     app[METRICS] = OrderMetrics.create(registry)
     app[IN_FLIGHT] = set()
     app.cleanup_ctx.append(_store_ctx)
-    app.cleanup_ctx.append(_payments_session_ctx)
+    app.cleanup_ctx.append(client_session_ctx(PAYMENTS_SESSION))
     setup_ops(
         app,
         registry,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from shop.common.app import new_application
 from shop.common.baggage import inbound_baggage_middleware
-from shop.common.errors import MAX_BODY_BYTES, error_middleware, trace_response_middleware
 from shop.common.ops import new_registry, setup_ops
 from shop.payments.handlers import create_payment
 from shop.payments.keys import METRICS, PROCESSOR, SETTINGS
@@ -19,10 +19,7 @@ async def _always_ready() -> None:
 
 
 def create_app(settings: PaymentsSettings) -> web.Application:
-    app = web.Application(
-        middlewares=[trace_response_middleware, error_middleware, inbound_baggage_middleware],
-        client_max_size=MAX_BODY_BYTES,
-    )
+    app = new_application([inbound_baggage_middleware])
     registry = new_registry()
     app[SETTINGS] = settings
     app[PROCESSOR] = CardProcessor(settings)

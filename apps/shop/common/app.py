@@ -1,0 +1,36 @@
+"""What every service's application shares: its middlewares, body limit and client sessions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import aiohttp
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from shop.common.errors import MAX_BODY_BYTES, error_middleware, trace_response_middleware
+
+
+def new_application(inner_middlewares: Sequence[Middleware] = ()) -> web.Application:
+    """An application with JSON errors and ``traceresponse`` on every answer.
+
+    ``web.Application`` is looked up at call time: the OpenTelemetry server instrumentor has
+    replaced it by then with a subclass whose tracing middleware runs outside all of these.
+    """
+    return web.Application(
+        middlewares=[trace_response_middleware, error_middleware, *inner_middlewares],
+        client_max_size=MAX_BODY_BYTES,
+    )
+
+
+def client_session_ctx(
+    key: web.AppKey[aiohttp.ClientSession],
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context holding one ClientSession for the application's lifetime."""
+
+    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as session:
+            app[key] = session
+            yield
+
+    return session_ctx

@@ -12,7 +12,7 @@ COLLECTOR_RELEASE := $(shell sed -n 's/^  version: *//p' otel-collector/builder-
 BUILDER := build/bin/builder-v$(COLLECTOR_RELEASE)
 COLLECTOR := build/otelcol/otelcol-shop
 
-.PHONY: venv run test check format lock clean collector prometheus
+.PHONY: venv run test check format lock clean collector prometheus dashboards smoke
 
 venv: $(STAMP)
 
@@ -57,13 +57,21 @@ prometheus:
 
 ## check: formatting, lint and strict types
 check: $(STAMP)
-	$(BIN)/ruff format --check apps tests
-	$(BIN)/ruff check apps tests
+	$(BIN)/ruff format --check apps tests grafana scripts
+	$(BIN)/ruff check apps tests grafana scripts
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format apps tests
-	$(BIN)/ruff check --fix apps tests
+	$(BIN)/ruff format apps tests grafana scripts
+	$(BIN)/ruff check --fix apps tests grafana scripts
+
+## dashboards: regenerate grafana/dashboards/*.json from grafana/dashboards.py
+dashboards: $(STAMP)
+	$(BIN)/python grafana/dashboards.py
+
+## smoke: check every link of a running compose stack (docker compose up -d first)
+smoke: $(STAMP)
+	$(BIN)/python scripts/smoke.py
 
 ## lock: re-pin apps/requirements.txt from apps/requirements.in
 lock:

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
+import smoke
 from conftest import DECLINED_CARD, GOOD_CARD, order_body
+from grafana_queries import datasources, promql_expressions
 from otlp_sink import OtlpSink
 from processes import SERVICE_NAMES, Shop, http
 from stack import COLLECTOR_CONFIG, PROMETHEUS_RULES, Collector, Prometheus, collector_binary, dump, promtool_binary
@@ -281,3 +283,32 @@ def test_rules_load_and_every_expression_returns_data(stack: Stack) -> None:
     }
     assert ("ShopServiceErrorRatioHigh", "payment-service") in alerting
     assert ("ShopServiceLatencyP95High", "payment-service") in alerting
+
+
+def test_every_grafana_query_returns_data(stack: Stack) -> None:
+    """Dashboards and the Tempo data source's metric links, Grafana's variables filled in."""
+    expressions = promql_expressions()
+    assert len(expressions) > 20
+    empty = [name for name, expr in expressions.items() if not stack.prometheus.query(expr)]
+    assert empty == [], "\n".join(f"{name}: {expressions[name]}" for name in empty)
+
+
+def test_logs_carry_trace_context_where_lokis_derived_field_looks_for_it(stack: Stack) -> None:
+    """Loki's OTLP ingestion stores a record's trace_id field as structured metadata ``trace_id``:
+    the Grafana derived field matches that label (checked by hand against Loki 3.7.6, see README).
+    Here: every record the Collector sent carries the field, and no attribute shadows the name."""
+    [loki] = [source for source in datasources() if source["uid"] == "loki"]
+    label = loki["jsonData"]["derivedFields"][0]["matcherRegex"]
+    for _, record in stack.loki.log_records():
+        attribute_names = {kv.key for kv in record.attributes}
+        assert label not in attribute_names
+        assert "span_id" not in attribute_names
+    with_trace = [record for _, record in stack.loki.log_records() if record.trace_id]
+    assert len(with_trace) >= len(stack.orders) * 2
+
+
+def test_smoke_scripts_prometheus_checks_pass_here(stack: Stack) -> None:
+    checks = smoke.Checklist()
+    trace_ids = smoke.check_prometheus(checks, stack.prometheus.process.url, timeout_s=5)
+    assert checks.failures == 0, checks.lines
+    assert trace_ids <= {span.trace_id.hex() for _, span in stack.tempo.spans()}

@@ -52,6 +52,8 @@ def request(url: str, body: Any = None, headers: dict[str, str] | None = None) -
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as error:
         status, raw = error.code, error.read()
+    except OSError as error:  # refused, timed out, unknown host: status 0 and the reason
+        return 0, {"error": str(getattr(error, "reason", error))}
     try:
         return status, json.loads(raw)
     except json.JSONDecodeError:
@@ -184,7 +186,7 @@ def main() -> int:
     auth = {"Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()}
     for uid in ("prometheus", "tempo", "loki"):
         status, body = request(f"{urls['grafana']}/api/datasources/uid/{uid}/health", headers=auth)
-        detail = body.get("message", "") if isinstance(body, dict) else str(body)[:80]
+        detail = str(body.get("message") or body.get("error") or "") if isinstance(body, dict) else str(body)[:80]
         checks.check(status == 200 and body.get("status") == "OK", f"Grafana data source {uid!r} is healthy", detail)
 
     print(f"{len(checks.lines) - checks.failures} of {len(checks.lines)} checks passed")

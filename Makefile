@@ -12,7 +12,7 @@ COLLECTOR_RELEASE := $(shell sed -n 's/^  version: *//p' otel-collector/builder-
 BUILDER := build/bin/builder-v$(COLLECTOR_RELEASE)
 COLLECTOR := build/otelcol/otelcol-shop
 
-.PHONY: venv run test check format lock clean collector prometheus dashboards smoke
+.PHONY: venv run test check format lock clean collector prometheus dashboards smoke bench
 
 venv: $(STAMP)
 
@@ -68,6 +68,11 @@ format: $(STAMP)
 ## dashboards: regenerate grafana/dashboards/*.json from grafana/dashboards.py
 dashboards: $(STAMP)
 	$(BIN)/python grafana/dashboards.py
+
+## bench: telemetry off vs full telemetry, side by side (needs wrk: apt-get install wrk)
+bench: $(STAMP) $(COLLECTOR)
+	@command -v wrk >/dev/null || { echo "==> installing wrk from Debian's packages"; $(SUDO) apt-get install -y -q wrk; }
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 ## smoke: check every link of a running compose stack (docker compose up -d first)
 smoke: $(STAMP)

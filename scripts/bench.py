@@ -1,0 +1,241 @@
+"""``make bench``: what full telemetry costs, side by side with telemetry off, in one run on this machine.
+
+For each setup the three services run as processes (simulated processor latency 0, so CPU is what is
+measured) and take: a closed-loop load from wrk (throughput, latency, CPU seconds per 1,000 orders),
+then an open-loop load at a fixed, moderate rate (latency without queueing). With full telemetry every
+span is sampled and exported, with metrics and logs, to the real Collector built by `make collector`,
+whose Tempo and Loki exporters go to recording receivers; the span count is checked end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "apps")]
+
+from conftest import order_body  # noqa: E402
+from otlp_sink import OtlpSink  # noqa: E402
+from processes import Shop, http  # noqa: E402
+from stack import COLLECTOR_BINARY, Collector  # noqa: E402
+
+SPANS_PER_ORDER = 9  # a paid order's trace: see README
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{body}'
+"""
+
+
+@dataclass
+class Result:
+    setup: str
+    throughput_rps: float
+    closed_p50_ms: float
+    closed_p99_ms: float
+    cpu_s_per_1000: float
+    fixed_p50_ms: float
+    fixed_p95_ms: float
+    fixed_p99_ms: float
+    errors: int
+    orders: int
+    spans_expected: int | None = None
+    spans_accepted: float | None = None
+    spans_exported: float | None = None
+    spans_received: int | None = None
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes so far, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def wrk_duration_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def run_wrk(url: str, seconds: int, connections: int, workdir: Path) -> tuple[float, float, float, int, int]:
+    """Closed loop: (requests/s, p50 ms, p99 ms, non-2xx responses, requests)."""
+    script = workdir / "order.lua"
+    script.write_text(WRK_SCRIPT.format(body=json.dumps(order_body())))
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    output = subprocess.run(  # noqa: S603 (wrk was found on PATH at start; fixed arguments)
+        command,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = wrk_duration_ms(re.search(r"50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p99 = wrk_duration_ms(re.search(r"99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    return rps, p50, p99, int(bad.group(1)) if bad else 0, requests
+
+
+async def fixed_rate(url: str, rate: float, seconds: float) -> tuple[list[float], int]:
+    """Open loop: one request every 1/rate s, whatever the answers do; latencies in ms and errors."""
+    latencies: list[float] = []
+    errors = 0
+    body = order_body()
+
+    async def one(session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        started = time.perf_counter()
+        async with session.post(url, json=body) as response:
+            await response.read()
+            if response.status != 201:
+                errors += 1
+        latencies.append((time.perf_counter() - started) * 1000)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        tasks = []
+        start = time.perf_counter()
+        for n in range(int(rate * seconds)):
+            delay = start + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(session)))
+        await asyncio.gather(*tasks)
+    return latencies, errors
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+@contextmanager
+def telemetry_backend(
+    workdir: Path, enabled: bool
+) -> Iterator[tuple[dict[str, str], Collector | None, OtlpSink | None]]:
+    if not enabled:
+        yield {"OTEL_SDK_DISABLED": "true"}, None, None
+        return
+    with OtlpSink() as tempo, OtlpSink() as loki:
+        collector = Collector(workdir / "otelcol", tempo.endpoint, f"{loki.endpoint}/otlp")
+        try:
+            yield {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_http_endpoint}, collector, tempo
+        finally:
+            collector.process.stop()
+
+
+def measure(setup: str, telemetry: bool, args: argparse.Namespace, workdir: Path) -> Result:
+    print(f"==> {setup}: starting the services", file=sys.stderr, flush=True)
+    with telemetry_backend(workdir / setup.replace(" ", "-"), telemetry) as (env, collector, tempo):
+        shop = Shop(
+            workdir / setup.replace(" ", "-") / "shop",
+            PAYMENTS_LATENCY_MIN_MS="0",
+            PAYMENTS_LATENCY_MAX_MS="0",
+            LOG_LEVEL=args.log_level,
+            **env,
+        )
+        try:
+            shop.start_all()
+            url = f"{shop.gateway}/api/order"
+            for _ in range(args.warmup):
+                http("POST", url, order_body())
+            pids = [service.process.pid for service in shop.running.values()]
+            print(f"==> {setup}: wrk, {args.connections} connections, {args.seconds} s", file=sys.stderr, flush=True)
+            cpu_before = cpu_seconds(pids)
+            rps, p50, p99, bad, requests = run_wrk(url, args.seconds, args.connections, workdir)
+            cpu = cpu_seconds(pids) - cpu_before
+            print(f"==> {setup}: {args.rate:g} orders/s for {args.seconds} s", file=sys.stderr, flush=True)
+            latencies, errors = asyncio.run(fixed_rate(url, args.rate, args.seconds))
+            result = Result(
+                setup,
+                rps,
+                p50,
+                p99,
+                cpu / requests * 1000,
+                percentile(latencies, 0.50),
+                percentile(latencies, 0.95),
+                percentile(latencies, 0.99),
+                bad + errors,
+                requests + len(latencies) + args.warmup,
+            )
+        finally:
+            shop.stop_all()  # flushes what the SDKs still buffer
+        if collector is not None and tempo is not None:
+            collector.wait_until_idle(timeout_s=60)
+            counters = collector.own_counters()
+            result.spans_expected = result.orders * SPANS_PER_ORDER
+            result.spans_accepted = counters.get("otelcol_receiver_accepted_spans", 0)
+            result.spans_exported = counters.get("otelcol_exporter_sent_spans", 0)
+            result.spans_received = len(tempo.spans())
+        return result
+
+
+def report(off: Result, on: Result, rate: float) -> None:
+    rows = [
+        ("throughput (orders/s, closed loop)", f"{off.throughput_rps:.0f}", f"{on.throughput_rps:.0f}"),
+        (
+            "  p50 / p99 under that load (ms)",
+            f"{off.closed_p50_ms:.1f} / {off.closed_p99_ms:.1f}",
+            f"{on.closed_p50_ms:.1f} / {on.closed_p99_ms:.1f}",
+        ),
+        ("CPU s per 1,000 orders (3 services)", f"{off.cpu_s_per_1000:.2f}", f"{on.cpu_s_per_1000:.2f}"),
+        (f"p50 at {rate:g} orders/s (ms)", f"{off.fixed_p50_ms:.2f}", f"{on.fixed_p50_ms:.2f}"),
+        (f"p95 at {rate:g} orders/s (ms)", f"{off.fixed_p95_ms:.2f}", f"{on.fixed_p95_ms:.2f}"),
+        (f"p99 at {rate:g} orders/s (ms)", f"{off.fixed_p99_ms:.2f}", f"{on.fixed_p99_ms:.2f}"),
+        ("failed orders", str(off.errors), str(on.errors)),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'':{width}}  {'telemetry off':>15}  {'full telemetry':>15}")
+    for name, a, b in rows:
+        print(f"{name:{width}}  {a:>15}  {b:>15}")
+    print()
+    print(f"throughput full/off: {on.throughput_rps / off.throughput_rps:.2f} (target >= 0.70)")
+    print(f"p99 delta at {rate:g} orders/s: {on.fixed_p99_ms - off.fixed_p99_ms:+.2f} ms (target <= +2 ms)")
+    print(
+        f"spans: created {on.spans_expected} ({on.orders} orders x {SPANS_PER_ORDER}), Collector accepted"
+        f" {on.spans_accepted:.0f}, exported {on.spans_exported:.0f}, Tempo stand-in received {on.spans_received}"
+        f" -> lost {on.spans_expected - (on.spans_received or 0) if on.spans_expected else 'n/a'}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=15, help="length of each load phase (default 15)")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
+    parser.add_argument("--rate", type=float, default=50, help="fixed rate, orders/s (default 50)")
+    parser.add_argument("--warmup", type=int, default=200, help="orders before measuring (default 200)")
+    parser.add_argument("--log-level", default="WARNING", help="services' LOG_LEVEL (default WARNING)")
+    args = parser.parse_args()
+    missing = [
+        what for what, ok in (("wrk", shutil.which("wrk")), ("the Collector", COLLECTOR_BINARY.exists())) if not ok
+    ]
+    if missing:
+        print(f"make bench needs {' and '.join(missing)}: apt-get install wrk; make collector", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="shop-bench-") as tmp:
+        workdir = Path(tmp)
+        off = measure("telemetry off", False, args, workdir)
+        on = measure("full telemetry", True, args, workdir)
+    report(off, on, args.rate)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -51,7 +51,8 @@ class Collector:
 
     def __init__(self, workdir: Path, tempo_endpoint: str, loki_endpoint: str) -> None:
         self.ports = {name: free_port() for name in ("grpc", "http", "health", "prometheus", "telemetry")}
-        env = {
+        self.workdir = workdir
+        self.env = {
             "PATH": os.environ.get("PATH", ""),
             "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['grpc']}",
             "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.ports['http']}",
@@ -62,14 +63,19 @@ class Collector:
             "TEMPO_OTLP_HTTP_ENDPOINT": tempo_endpoint,
             "LOKI_OTLP_HTTP_ENDPOINT": loki_endpoint,
         }
+        self.process = self.start()
+
+    def start(self) -> BackgroundProcess:
+        """Start (again, after a kill) on the same ports; returns once its health check answers."""
         self.process = BackgroundProcess.start(
             "otelcol",
             [collector_binary(), "--config", str(COLLECTOR_CONFIG)],
-            workdir,
-            env,
+            self.workdir,
+            self.env,
             f"http://127.0.0.1:{self.ports['health']}",
             "/",
         )
+        return self.process
 
     def own_counters(self) -> dict[str, float]:
         """The Collector's own metrics, summed per name (as Prometheus names them: no ``_total``),

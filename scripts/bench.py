@@ -152,15 +152,16 @@ def telemetry_backend(
             collector.process.stop()
 
 
-def measure(setup: str, telemetry: bool, args: argparse.Namespace, workdir: Path) -> Result:
+def measure(
+    setup: str, telemetry: bool, args: argparse.Namespace, workdir: Path, extra_env: dict[str, str] | None = None
+) -> Result:
     print(f"==> {setup}: starting the services", file=sys.stderr, flush=True)
     with telemetry_backend(workdir / setup.replace(" ", "-"), telemetry) as (env, collector, tempo):
         shop = Shop(
             workdir / setup.replace(" ", "-") / "shop",
             PAYMENTS_LATENCY_MIN_MS="0",
             PAYMENTS_LATENCY_MAX_MS="0",
-            LOG_LEVEL=args.log_level,
-            **env,
+            **{"LOG_LEVEL": args.log_level, **env, **(extra_env or {})},
         )
         try:
             shop.start_all()
@@ -188,7 +189,7 @@ def measure(setup: str, telemetry: bool, args: argparse.Namespace, workdir: Path
             )
         finally:
             shop.stop_all()  # flushes what the SDKs still buffer
-        if collector is not None and tempo is not None:
+        if collector is not None and tempo is not None and not extra_env:
             collector.wait_until_idle(timeout_s=60)
             counters = collector.own_counters()
             # wrk cuts off with requests in flight that still complete: count the orders actually stored.
@@ -228,11 +229,28 @@ def report(off: Result, on: Result, rate: float) -> None:
     )
 
 
+# Where full telemetry's cost goes: each setup switches one part off.
+BREAKDOWN: list[tuple[str, bool, dict[str, str]]] = [
+    ("telemetry off", False, {}),
+    ("full telemetry", True, {}),
+    ("full, logs at WARNING", True, {"LOG_LEVEL": "WARNING"}),
+    ("no span sampled, WARNING", True, {"LOG_LEVEL": "WARNING", "OTEL_TRACES_SAMPLER": "always_off"}),
+]
+
+
+def report_breakdown(results: list[Result], rate: float) -> None:
+    width = max(len(r.setup) for r in results)
+    print(f"{'':{width}}  {'orders/s':>9}  {'CPU s/1000':>10}  {f'p99 at {rate:g}/s':>13}")
+    for r in results:
+        print(f"{r.setup:{width}}  {r.throughput_rps:9.0f}  {r.cpu_s_per_1000:10.2f}  {r.fixed_p99_ms:10.2f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=15, help="length of each load phase (default 15)")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
     parser.add_argument("--rate", type=float, default=50, help="fixed rate, orders/s (default 50)")
+    parser.add_argument("--breakdown", action="store_true", help="also run setups that switch parts off")
     parser.add_argument("--warmup", type=int, default=200, help="orders before measuring (default 200)")
     parser.add_argument("--log-level", default="INFO", help="services LOG_LEVEL (default INFO: logs are part of it)")
     args = parser.parse_args()
@@ -244,6 +262,10 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="shop-bench-") as tmp:
         workdir = Path(tmp)
+        if args.breakdown:
+            results = [measure(name, telemetry, args, workdir, env) for name, telemetry, env in BREAKDOWN]
+            report_breakdown(results, args.rate)
+            return 0
         off = measure("telemetry off", False, args, workdir)
         on = measure("full telemetry", True, args, workdir)
     report(off, on, args.rate)

@@ -21,22 +21,13 @@ import yaml
 
 from grafana_queries import DATASOURCES, datasources, referenced_datasource_uids
 from processes import ROOT
+from smoke import dotenv
 from stack import COLLECTOR_CONFIG, collector_binary
 
 COMPOSE = ROOT / "docker-compose.yml"
-DOTENV = ROOT / ".env"
 MANIFEST = ROOT / "otel-collector" / "builder-config.yaml"
 COMPONENT_KINDS = ("receivers", "processors", "exporters", "connectors", "extensions")
 LONG_RUNNING_WITHOUT_HEALTHCHECK = {"otel-collector"}  # distroless: gated by otel-collector-ready instead
-
-
-def dotenv() -> dict[str, str]:
-    values = {}
-    for line in DOTENV.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not key.startswith("#"):
-            values[key.strip()] = value.strip()
-    return values
 
 
 def interpolate(text: str, env: dict[str, str]) -> str:

@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+
+import profiles
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "apps")]
@@ -59,6 +62,7 @@ class Result:
     spans_accepted: float | None = None
     spans_exported: float | None = None
     spans_received: int | None = None
+    profile: dict[str, Path] | None = None
 
 
 def stored_orders(database: str) -> int:
@@ -161,7 +165,7 @@ def measure(
             workdir / setup.replace(" ", "-") / "shop",
             PAYMENTS_LATENCY_MIN_MS="0",
             PAYMENTS_LATENCY_MAX_MS="0",
-            **{"LOG_LEVEL": args.log_level, **env, **(extra_env or {})},
+            **{"LOG_LEVEL": args.log_level, **args.set, **env, **(extra_env or {})},
         )
         try:
             shop.start_all()
@@ -187,6 +191,13 @@ def measure(
                 bad + errors,
                 requests + len(latencies) + args.warmup,
             )
+            if args.profile and telemetry and not extra_env:
+                # A phase of its own: the profiler's CPU must not distort the figures above.
+                print(f"==> {setup}: wrk again under py-spy for {args.seconds} s", file=sys.stderr, flush=True)
+                names = {name.removeprefix("shop."): service.process.pid for name, service in shop.running.items()}
+                with profiles.recording(names, args.seconds, args.profile) as profile_files:
+                    run_wrk(url, args.seconds, args.connections, workdir)
+                result.profile = profile_files
         finally:
             shop.stop_all()  # flushes what the SDKs still buffer
         if collector is not None and tempo is not None and not extra_env:
@@ -245,6 +256,58 @@ def report_breakdown(results: list[Result], rate: float) -> None:
         print(f"{r.setup:{width}}  {r.throughput_rps:9.0f}  {r.cpu_s_per_1000:10.2f}  {r.fixed_p99_ms:10.2f} ms")
 
 
+def latency_row(name: str, latencies: list[float], errors: int, normal_p99: float | None) -> str:
+    p50, p95, p99 = (percentile(latencies, q) for q in (0.50, 0.95, 0.99))
+    versus = f"{p99 / normal_p99 - 1:+.0%}" if normal_p99 else ""
+    return f"{name:<34}  {p50:7.2f}  {p95:7.2f}  {p99:7.2f}  {versus:>9}  {errors:6d}"
+
+
+def drills(args: argparse.Namespace, workdir: Path) -> None:
+    """Full telemetry at the fixed rate with the Collector up, down, and killed then restarted mid-phase."""
+    print("==> drills: starting the Collector and the services", file=sys.stderr, flush=True)
+    with OtlpSink() as tempo, OtlpSink() as loki:
+        collector = Collector(workdir / "drills" / "otelcol", tempo.endpoint, f"{loki.endpoint}/otlp")
+        shop = Shop(
+            workdir / "drills" / "shop",
+            PAYMENTS_LATENCY_MIN_MS="0",
+            PAYMENTS_LATENCY_MAX_MS="0",
+            **{"LOG_LEVEL": args.log_level, **args.set},
+            OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_endpoint,
+        )
+        try:
+            shop.start_all()
+            url = f"{shop.gateway}/api/order"
+            for _ in range(args.warmup):
+                http("POST", url, order_body())
+            phases: list[tuple[str, list[float], int]] = []
+            print(f"==> drills: Collector up, {args.rate:g} orders/s for {args.seconds} s", file=sys.stderr)
+            phases.append(("Collector up", *asyncio.run(fixed_rate(url, args.rate, args.seconds))))
+            collector.process.process.kill()
+            collector.process.process.wait()
+            print(f"==> drills: Collector down for {args.seconds} s", file=sys.stderr)
+            phases.append(("Collector down", *asyncio.run(fixed_rate(url, args.rate, args.seconds))))
+            print(f"==> drills: Collector restarted {args.seconds / 2:g} s into the phase", file=sys.stderr)
+            restart = threading.Timer(args.seconds / 2, collector.start)
+            restart.start()
+            phases.append(("Collector back mid-phase", *asyncio.run(fixed_rate(url, args.rate, args.seconds))))
+            restart.join()
+        finally:
+            shop.stop_all()
+            collector.process.stop()
+    print(f"Full telemetry at {args.rate:g} orders/s, latency in ms ('p99 vs up': against the first row):")
+    print(f"{'':<34}  {'p50':>7}  {'p95':>7}  {'p99':>7}  {'p99 vs up':>9}  {'failed':>6}")
+    normal_p99 = percentile(phases[0][1], 0.99)
+    for index, (name, latencies, errors) in enumerate(phases):
+        print(latency_row(name, latencies, errors, normal_p99 if index else None))
+
+
+def environment_setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Z][A-Z0-9_]*", name):
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with an upper-case NAME, got {text!r}")
+    return name, value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=15, help="length of each load phase (default 15)")
@@ -252,8 +315,26 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50, help="fixed rate, orders/s (default 50)")
     parser.add_argument("--breakdown", action="store_true", help="also run setups that switch parts off")
     parser.add_argument("--warmup", type=int, default=200, help="orders before measuring (default 200)")
+    parser.add_argument(
+        "--drills", action="store_true", help="instead: latency with the Collector up, down, killed and restarted"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="also profile each service under full load with py-spy; folded stacks go to DIR",
+    )
     parser.add_argument("--log-level", default="INFO", help="services LOG_LEVEL (default INFO: logs are part of it)")
+    parser.add_argument(
+        "--set",
+        type=environment_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the services in every setup, to try a setting (repeatable)",
+    )
     args = parser.parse_args()
+    args.set = dict(args.set)
     missing = [
         what for what, ok in (("wrk", shutil.which("wrk")), ("the Collector", COLLECTOR_BINARY.exists())) if not ok
     ]
@@ -262,13 +343,21 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="shop-bench-") as tmp:
         workdir = Path(tmp)
+        if args.drills:
+            drills(args, workdir)
+            return 0
         if args.breakdown:
             results = [measure(name, telemetry, args, workdir, env) for name, telemetry, env in BREAKDOWN]
             report_breakdown(results, args.rate)
-            return 0
-        off = measure("telemetry off", False, args, workdir)
-        on = measure("full telemetry", True, args, workdir)
-    report(off, on, args.rate)
+        else:
+            off = measure("telemetry off", False, args, workdir)
+            on = measure("full telemetry", True, args, workdir)
+            results = [off, on]
+            report(off, on, args.rate)
+    for result in results:
+        if result.profile:
+            print()
+            profiles.report(result.profile)
     return 0
 
 

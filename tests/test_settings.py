@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.resources import Resource
 
 from shop.settings import GatewaySettings, OrdersSettings, PaymentsSettings, SettingsError, TelemetrySettings
 from shop.telemetry import build_resource
@@ -21,6 +22,7 @@ def test_defaults_match_the_documented_ports_and_names() -> None:
     assert orders.database_path == Path("data/orders.sqlite3")
     assert gateway.allow_fault_headers is False
     assert orders.payments_timeout_s < gateway.orders_timeout_s
+    assert (gateway.telemetry.span_export_delay_ms, gateway.telemetry.log_export_delay_ms) == (200, 200)
 
 
 def test_standard_otel_variables_shape_the_resource() -> None:
@@ -52,8 +54,19 @@ def test_standard_otel_variables_shape_the_resource() -> None:
         ({"PAYMENTS_LATENCY_MIN_MS": "90", "PAYMENTS_LATENCY_MAX_MS": "10"}, "is above PAYMENTS_LATENCY_MAX_MS=10"),
         ({"OTEL_RESOURCE_ATTRIBUTES": "novalue"}, "expected key=value"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='LOUD' must be"),
+        ({"OTEL_BSP_SCHEDULE_DELAY": "0"}, "OTEL_BSP_SCHEDULE_DELAY=0 is outside 1..600000"),
+        ({"OTEL_BLRP_SCHEDULE_DELAY": "soon"}, "OTEL_BLRP_SCHEDULE_DELAY='soon' is not a whole number"),
     ],
 )
 def test_bad_values_are_rejected_with_the_variable_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(".", r"\.")):
         PaymentsSettings.from_env(env)
+
+
+def test_the_resource_hashes_and_compares_like_the_sdks_own() -> None:
+    resource = build_resource(TelemetrySettings(service_name="gateway"))
+    plain = Resource(dict(resource.attributes), resource.schema_url)
+    assert type(resource) is not Resource  # the one that caches its hash
+    assert hash(resource) == hash(plain)
+    assert resource == plain
+    assert {plain: "spans"}[resource] == "spans"  # how the OTLP encoders group by resource

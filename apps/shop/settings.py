@@ -99,6 +99,11 @@ class TelemetrySettings:
     log_level: str = "INFO"
     # How long shutdown may spend flushing buffered telemetry before giving up.
     shutdown_timeout_s: float = 5.0
+    # Batch export period for spans and logs. The SDK's 5 s lets a batch grow to hundreds of
+    # records whose encoding holds the GIL for tens of ms and stalls requests behind it;
+    # 200 ms exports small batches often (make bench: p99 at a fixed rate drops by about half).
+    span_export_delay_ms: int = 200
+    log_export_delay_ms: int = 200
 
     @classmethod
     def from_env(cls, default_service_name: str, env: Mapping[str, str] | None = None) -> TelemetrySettings:
@@ -119,6 +124,8 @@ class TelemetrySettings:
             otlp_endpoint=_url(env, "OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318"),
             log_level=log_level,
             shutdown_timeout_s=_float(env, "OTEL_SHUTDOWN_TIMEOUT_S", 5.0, 0.1, 60.0),
+            span_export_delay_ms=_int(env, "OTEL_BSP_SCHEDULE_DELAY", 200, 1, 600_000),
+            log_export_delay_ms=_int(env, "OTEL_BLRP_SCHEDULE_DELAY", 200, 1, 600_000),
         )
 
 

@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME, SERVICE_VERSION
 from opentelemetry.trace import format_span_id, format_trace_id
+from opentelemetry.util.types import AttributeValue
 from pythonjsonlogger.json import JsonFormatter
 
 from shop.settings import TelemetrySettings
@@ -146,6 +148,22 @@ def configure_logging(settings: TelemetrySettings) -> None:
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
+class FrozenResource(Resource):
+    """A Resource that computes its hash once.
+
+    ``Resource.__hash__`` JSON-encodes every attribute, and the OTLP encoders hash the resource
+    of every span and log record they group (1-2 % of each service's CPU under load, py-spy).
+    The attributes cannot change after construction, so neither can the hash.
+    """
+
+    def __init__(self, attributes: Mapping[str, AttributeValue], schema_url: str | None = None) -> None:
+        super().__init__(attributes, schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
 def build_resource(settings: TelemetrySettings) -> Resource:
     attributes: dict[str, str] = {
         **settings.extra_resource_attributes,
@@ -154,7 +172,8 @@ def build_resource(settings: TelemetrySettings) -> Resource:
         SERVICE_NAMESPACE: settings.service_namespace,
         DEPLOYMENT_ENVIRONMENT_NAME: settings.deployment_environment,
     }
-    return Resource.create(attributes)
+    resource = Resource.create(attributes)
+    return FrozenResource(resource.attributes, resource.schema_url)
 
 
 def configure_telemetry(settings: TelemetrySettings, exporters: TelemetryExporters | None = None) -> Telemetry:
@@ -172,14 +191,20 @@ def configure_telemetry(settings: TelemetrySettings, exporters: TelemetryExporte
     # No atexit hooks: their shutdown blocks for the full export timeout when the Collector is
     # down. Telemetry.shutdown() is the one shutdown, and it has a deadline.
     tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    span_processor = BatchSpanProcessor if exporters.batch else SimpleSpanProcessor
-    tracer_provider.add_span_processor(span_processor(exporters.span_exporter))
+    tracer_provider.add_span_processor(
+        BatchSpanProcessor(exporters.span_exporter, schedule_delay_millis=settings.span_export_delay_ms)
+        if exporters.batch
+        else SimpleSpanProcessor(exporters.span_exporter)
+    )
 
     meter_provider = MeterProvider(resource=resource, metric_readers=[exporters.metric_reader], shutdown_on_exit=False)
 
     logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    log_processor = BatchLogRecordProcessor if exporters.batch else SimpleLogRecordProcessor
-    logger_provider.add_log_record_processor(log_processor(exporters.log_exporter))
+    logger_provider.add_log_record_processor(
+        BatchLogRecordProcessor(exporters.log_exporter, schedule_delay_millis=settings.log_export_delay_ms)
+        if exporters.batch
+        else SimpleLogRecordProcessor(exporters.log_exporter)
+    )
 
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)

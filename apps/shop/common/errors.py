@@ -23,11 +23,15 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 
 # aiohttp raises these itself; each gets a stable machine-readable code.
-_HTTP_EXCEPTION_CODES = {
+HTTP_ERROR_CODES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    431: "request_header_fields_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+    504: "gateway_timeout",
 }
 
 
@@ -85,7 +89,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _HTTP_EXCEPTION_CODES.get(exc.status, "http_error")
+        code = HTTP_ERROR_CODES.get(exc.status, "http_error")
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         response = error_response(ApiError(exc.status, code, exc.reason))
         if headers:

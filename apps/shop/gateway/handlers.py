@@ -40,14 +40,6 @@ async def place_order(request: web.Request) -> web.Response:
             request.app[METRICS].validation_failures.labels(field=field).inc(exemplar=trace_exemplar())
         raise
     key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
-    log.info(
-        "order received",
-        extra={
-            "order.item": order_request.item,
-            "order.quantity": order_request.quantity,
-            "customer.id": order_request.customer_id,
-        },
-    )
     response = await _call_orders(
         request,
         "POST",
@@ -55,7 +47,16 @@ async def place_order(request: web.Request) -> web.Response:
         payload=order_request.to_json(),
         headers={"Idempotency-Key": key} if key else None,
     )
-    log.info("order answered", extra={"http.response.status_code": response.status})
+    # One line per order (errors are logged once, by error_middleware): the spans hold the steps.
+    log.info(
+        "order answered",
+        extra={
+            "order.item": order_request.item,
+            "order.quantity": order_request.quantity,
+            "customer.id": order_request.customer_id,
+            "http.response.status_code": response.status,
+        },
+    )
     return response
 
 

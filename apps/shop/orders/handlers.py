@@ -134,7 +134,7 @@ async def place_order(request: web.Request) -> web.Response:
             )
         if existed:
             request.app[METRICS].payment_retries.inc(exemplar=trace_exemplar())
-        log.info("order stored" if not existed else "retrying payment", extra={"order.id": order.order_id})
+            log.info("retrying payment", extra={"order.id": order.order_id})
 
         if key is not None:
             in_flight.add(key)

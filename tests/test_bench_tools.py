@@ -1,0 +1,50 @@
+"""The pieces of `make bench` that turn raw output into figures (the timings themselves are never tested)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+import profiles
+from bench import environment_setting, wrk_duration_ms
+
+SITE = "/app/.venv/lib/python3.11/site-packages"
+# Folded stacks as py-spy --full-filenames --threads writes them: thread;root;...;running frame count
+FOLDED = f"""\
+thread (1): MainThread;run_app ({SITE}/aiohttp/web.py:502) 50
+thread (1): MainThread;run_app ({SITE}/aiohttp/web.py:502);place_order (/app/shop/orders/handlers.py:98);\
+info (/usr/lib/python3.11/logging/__init__.py:1489);format ({SITE}/pythonjsonlogger/core.py:300);\
+dumps (/usr/lib/python3.11/json/__init__.py:238) 20
+thread (2): OtelBatchSpanRecordProcessor;worker ({SITE}/opentelemetry/sdk/_shared_internal/__init__.py:162);\
+_encode_span ({SITE}/opentelemetry/exporter/otlp/proto/common/_internal/trace_encoder/__init__.py:90) 15
+thread (1): MainThread;place_order (/app/shop/orders/handlers.py:98);\
+start_span ({SITE}/opentelemetry/sdk/trace/__init__.py:1100) 10
+thread (1): MainThread;place_order (/app/shop/orders/handlers.py:98);total (/app/shop/common/orders_api.py:40) 5
+"""
+
+
+def test_samples_are_charged_to_the_code_that_was_running(tmp_path: Path) -> None:
+    folded = tmp_path / "orders.folded"
+    folded.write_text(FOLDED)
+    total, share = profiles.shares(folded)
+    assert total == 100
+    # json.dumps called by the log formatter is logging; the C event loop is the web stack.
+    assert share["web stack"] == 0.50
+    assert share["logging"] == 0.20
+    assert share["export"] == 0.15
+    assert share["tracing"] == 0.10
+    assert share["our code"] == 0.05
+    assert sum(share.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("text", "ms"), [("812.00us", 0.812), ("5.43ms", 5.43), ("1.02s", 1020.0)])
+def test_wrk_durations_are_read_in_milliseconds(text: str, ms: float) -> None:
+    assert wrk_duration_ms(text) == pytest.approx(ms)
+
+
+def test_settings_for_the_services_must_be_name_equals_value() -> None:
+    assert environment_setting("OTEL_BSP_MAX_QUEUE_SIZE=512") == ("OTEL_BSP_MAX_QUEUE_SIZE", "512")
+    with pytest.raises(argparse.ArgumentTypeError, match="NAME=VALUE"):
+        environment_setting("otel_bsp=1")

@@ -12,7 +12,7 @@ COLLECTOR_RELEASE := $(shell sed -n 's/^  version: *//p' otel-collector/builder-
 BUILDER := build/bin/builder-v$(COLLECTOR_RELEASE)
 COLLECTOR := build/otelcol/otelcol-shop
 
-.PHONY: venv run test check format lock clean collector prometheus dashboards smoke bench
+.PHONY: venv run test check format lock clean collector prometheus dashboards smoke bench load demo
 
 venv: $(STAMP)
 
@@ -57,13 +57,13 @@ prometheus:
 
 ## check: formatting, lint and strict types
 check: $(STAMP)
-	$(BIN)/ruff format --check apps tests grafana scripts
-	$(BIN)/ruff check apps tests grafana scripts
+	$(BIN)/ruff format --check apps tests grafana scripts load
+	$(BIN)/ruff check apps tests grafana scripts load
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format apps tests grafana scripts
-	$(BIN)/ruff check --fix apps tests grafana scripts
+	$(BIN)/ruff format apps tests grafana scripts load
+	$(BIN)/ruff check --fix apps tests grafana scripts load
 
 ## dashboards: regenerate grafana/dashboards/*.json from grafana/dashboards.py
 dashboards: $(STAMP)
@@ -74,9 +74,24 @@ bench: $(STAMP) $(COLLECTOR)
 	@command -v wrk >/dev/null || { echo "==> installing wrk from Debian's packages"; $(SUDO) apt-get install -y -q wrk; }
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
+## load: shop traffic from Locust for the dashboards (RATE actions/s, DURATION, USERS, MIX; GATEWAY_URL)
+RATE ?= 10
+DURATION ?= 1m
+USERS ?= 20
+MIX ?=
+GATEWAY_URL ?= http://localhost:8000
+load: $(STAMP)
+	$(BIN)/locust -f load/locustfile.py --headless --only-summary --host $(GATEWAY_URL) \
+	  --users $(USERS) --spawn-rate $(USERS) --run-time $(DURATION) --stop-timeout 5 \
+	  --rate $(RATE) $(if $(MIX),--mix $(MIX)) $(LOAD_ARGS)
+
 ## smoke: check every link of a running compose stack (docker compose up -d first)
 smoke: $(STAMP)
 	$(BIN)/python scripts/smoke.py
+
+## demo: one order of each kind through a running gateway, with Grafana links to each trace and its logs
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 ## lock: re-pin apps/requirements.txt from apps/requirements.in
 lock:

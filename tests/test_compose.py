@@ -182,3 +182,14 @@ def test_tempo_and_loki_configs_match_the_design() -> None:
     loki = yaml.safe_load((ROOT / "loki" / "loki.yaml").read_text())
     assert loki["limits_config"]["allow_structured_metadata"] is True
     assert any(config["schema"] == "v13" and config["store"] == "tsdb" for config in loki["schema_config"]["configs"])
+
+
+def test_load_service_is_opt_in_and_runs_the_locust_release_make_load_uses(compose: dict[str, Any]) -> None:
+    load = compose["services"]["load"]
+    assert load["profiles"] == ["load"], "docker compose up -d must stay lean"
+    pinned = re.search(r"^locust==(\S+)", (ROOT / "requirements-dev.txt").read_text(), re.M)
+    assert pinned is not None
+    assert load["image"] == f"locustio/locust:{pinned.group(1)}"
+    assert "./load/locustfile.py:/mnt/load/locustfile.py:ro" in load["volumes"]
+    assert load["command"][:2] == ["-f", "/mnt/load/locustfile.py"]
+    assert "http://gateway:8000" in load["command"]

@@ -1,0 +1,130 @@
+"""``make demo`` against the three services as real processes: every kind answered as documented, and
+Grafana links that open the trace in Tempo and its logs in Loki, on provisioned data sources."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import free_port
+from grafana_queries import datasources
+from otlp_sink import OtlpSink
+from processes import ROOT, Shop, process_env
+
+DEMO = ROOT / "scripts" / "demo.py"
+GRAFANA_URL = "http://grafana.example:3999/sub"
+EXPECTED = {
+    "paid": "201 paid",
+    "declined": "402 payment_declined",
+    "slow payment": "201 paid",
+    "failing payment": "502 payment_failed",
+    "invalid input": "422 validation_failed",
+}
+ROW = re.compile(
+    r"^(?P<kind>[a-z ]+?)\s{2,}(?P<got>\d{3} \S+)\s+(?P<expected>\d{3} \S+)\s+(?P<ms>\d+)\s+(?P<trace_id>\S+)"
+)
+
+
+def run_demo(gateway_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(DEMO), *args],
+        env=process_env(GATEWAY_URL=gateway_url, GRAFANA_URL=GRAFANA_URL),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    workdir: Path = tmp_path_factory.mktemp("demo")
+    with OtlpSink() as sink:
+        running = Shop(workdir, OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint, GATEWAY_ALLOW_FAULT_HEADERS="true")
+        try:
+            running.start_all()
+            yield running
+        finally:
+            running.stop_all()
+            running.kill_all()
+
+
+def explore_pane(link: str) -> dict[str, Any]:
+    """The single pane of a Grafana Explore link, after checking the link's base and parameters."""
+    assert link.startswith(f"{GRAFANA_URL}/explore?")
+    params = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query, strict_parsing=True)
+    assert params["schemaVersion"] == ["1"]
+    assert params["orgId"] == ["1"]
+    (pane,) = json.loads(params["panes"][0]).values()
+    assert isinstance(pane, dict)
+    return pane
+
+
+def test_demo_places_every_kind_and_links_each_trace_and_its_logs(shop: Shop) -> None:
+    result = run_demo(shop.gateway)
+    print(result.stdout)  # the demo's own output, for whoever reads the test log
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    rows = {m["kind"]: (m, index) for index, line in enumerate(lines) if (m := ROW.match(line))}
+    assert set(rows) == set(EXPECTED)
+    provisioned = {source["uid"]: source["type"] for source in datasources()}
+
+    for kind, expected in EXPECTED.items():
+        row, index = rows[kind]
+        assert row["got"] == expected == row["expected"]
+        assert lines[index].rstrip().endswith("  ok")
+        trace_id = row["trace_id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", trace_id)
+
+        tempo_line, loki_line = lines[index + 1].strip(), lines[index + 2].strip()
+        assert tempo_line.startswith("trace in Tempo: ")
+        assert loki_line.startswith("logs in Loki: ")
+        tempo, loki = explore_pane(tempo_line.split()[-1]), explore_pane(loki_line.split()[-1])
+        for pane, data_source_type in ((tempo, "tempo"), (loki, "loki")):
+            (query,) = pane["queries"]
+            assert provisioned[pane["datasource"]] == data_source_type
+            assert query["datasource"] == {"type": data_source_type, "uid": pane["datasource"]}
+            assert pane["range"] == {"from": "now-1h", "to": "now"}
+        assert tempo["queries"][0]["query"] == trace_id
+        assert tempo["queries"][0]["queryType"] == "traceql"
+        assert loki["queries"][0]["expr"] == f'{{service_namespace="shop"}} | trace_id="{trace_id}"'
+
+    assert int(rows["slow payment"][0]["ms"]) >= 1500
+    assert "fault headers are disabled" not in result.stdout
+
+
+def test_demo_on_a_gateway_without_fault_headers_says_so_and_exits_1(tmp_path: Path) -> None:
+    with OtlpSink() as sink:
+        running = Shop(tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint, GATEWAY_ALLOW_FAULT_HEADERS="false")
+        try:
+            running.start_all()
+            result = run_demo(running.gateway)
+        finally:
+            running.stop_all()
+            running.kill_all()
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = {m["kind"]: m for line in result.stdout.splitlines() if (m := ROW.match(line))}
+    assert rows["slow payment"]["got"] == rows["failing payment"]["got"] == "201 paid"
+    assert result.stdout.count("fault headers are disabled on this gateway") == 2
+    assert "not: slow payment, failing payment" in result.stdout
+
+
+def test_demo_with_the_gateway_down_says_so_in_one_line_and_exits_2() -> None:
+    gateway = f"http://127.0.0.1:{free_port()}"
+    result = run_demo(f"http://127.0.0.1:{free_port()}", "--gateway", gateway)  # the flag wins over the env
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    (error,) = result.stderr.splitlines()
+    assert error.startswith(f"demo: cannot reach the gateway at {gateway} (")

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from conftest import order_body
+from conftest import free_port, order_body
 from otlp_sink import OtlpSink
 from processes import SERVICE_NAMES, Shop, http
 from stack import Collector, collector_binary
@@ -42,6 +42,10 @@ class Load:
                 status, body = 0, {"error": str(error)}
             self.results.append((time.monotonic(), status, body, key))
             time.sleep(0.02)
+
+    def wait_until_done(self) -> None:
+        """Until the bounds end the run (MAX_ORDERS or MAX_SECONDS, whichever comes first)."""
+        self._thread.join(MAX_SECONDS + 15)
 
     def __enter__(self) -> Load:
         self._thread.start()
@@ -100,6 +104,43 @@ def test_collector_killed_and_restarted_under_load(tmp_path: Path) -> None:
         finally:
             shop.kill_all()
             collector.process.kill()
+
+
+def test_collector_down_for_the_whole_run(tmp_path: Path) -> None:
+    """Nothing listens for OTLP: orders still succeed, the export queues cap memory, SIGTERM ends it all."""
+    shop = Shop(
+        tmp_path,
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",
+        # Queues this run overflows many times over, so that dropping is what is exercised.
+        OTEL_BSP_MAX_QUEUE_SIZE="256",
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE="128",
+        OTEL_BLRP_MAX_QUEUE_SIZE="256",
+        OTEL_BLRP_MAX_EXPORT_BATCH_SIZE="128",
+        PAYMENTS_LATENCY_MIN_MS="0",
+        PAYMENTS_LATENCY_MAX_MS="0",
+    )
+    try:
+        shop.start_all()
+        for _ in range(50):
+            http("POST", f"{shop.gateway}/api/order", order_body())
+        rss_before = {m: rss_kib(s.process.pid) for m, s in shop.running.items()}
+        with Load(shop.gateway) as load:
+            load.wait_until_done()  # up to 400 orders, about 2,000 spans in order-service alone
+        rss_after = {m: rss_kib(s.process.pid) for m, s in shop.running.items()}
+
+        assert len(load.results) > 200
+        assert Counter(status for _, status, _, _ in load.results) == {201: len(load.results)}
+        for module, before in rss_before.items():
+            assert rss_after[module] - before < 50 * 1024, f"{module} grew {rss_after[module] - before} KiB"
+        # The queues did overflow: the SDK said so (once per kind of record: it deduplicates the warning).
+        order_log = shop.running["shop.orders"].log_lines()
+        assert any(line["message"].startswith("Queue full, dropping") for line in order_log)
+        started = time.monotonic()
+        assert shop.stop_all() == dict.fromkeys(SERVICE_NAMES, 0)
+        # The SDK alone could wait its full export timeout per signal here; OTEL_SHUTDOWN_TIMEOUT_S bounds it.
+        assert time.monotonic() - started < 10
+    finally:
+        shop.kill_all()
 
 
 def test_order_service_killed_under_load_keeps_every_acknowledged_order(tmp_path: Path) -> None:

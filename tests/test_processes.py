@@ -80,6 +80,8 @@ def test_telemetry_off_still_serves_orders(tmp_path: Path) -> None:
         ("PORT", "eighty", "PORT='eighty' is not a whole number"),
         ("OTEL_SDK_DISABLED", "maybe", "OTEL_SDK_DISABLED='maybe' is not a boolean (use true or false)"),
         ("ORDERS_URL", "localhost:8001", "ORDERS_URL='localhost:8001' must start with http:// or https://"),
+        # Read and checked by the SDK itself, not by shop.settings.
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "100", "max_export_batch_size must be less than or equal to max_queue_size."),
     ],
 )
 def test_bad_configuration_exits_2_with_one_clear_line(variable: str, value: str, message: str) -> None:

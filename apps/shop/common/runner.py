@@ -35,7 +35,12 @@ def run_service(
     create_app: Callable[[], web.Application],
 ) -> None:
     """Configure telemetry first (it must precede the app), serve until a signal, then flush."""
-    telemetry = configure_telemetry(telemetry_settings)
+    try:
+        telemetry = configure_telemetry(telemetry_settings)
+    except ValueError as exc:
+        # The SDK validates the OTEL_* variables it reads itself (batch above queue size, ...).
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     log = logging.getLogger("shop.runner")
     log.info("starting", extra={"host": server.host, "port": server.port, "telemetry": telemetry.enabled})
     app = create_app()

@@ -10,11 +10,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from conftest import free_port
+from otlp_sink import OtlpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 20.0
@@ -150,3 +153,16 @@ class Shop:
     def kill_all(self) -> None:
         for service in self.running.values():
             service.kill()
+
+
+@contextmanager
+def running_shop(workdir: Path, **env: str) -> Iterator[Shop]:
+    """The three services exporting to a recording OTLP receiver, stopped (and if need be killed) after."""
+    with OtlpSink() as sink:
+        shop = Shop(workdir, OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint, **env)
+        try:
+            shop.start_all()
+            yield shop
+        finally:
+            shop.stop_all()
+            shop.kill_all()

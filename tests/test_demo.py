@@ -16,8 +16,7 @@ import pytest
 
 from conftest import free_port
 from grafana_queries import datasources
-from otlp_sink import OtlpSink
-from processes import ROOT, Shop, process_env
+from processes import ROOT, Shop, process_env, running_shop
 
 DEMO = ROOT / "scripts" / "demo.py"
 GRAFANA_URL = "http://grafana.example:3999/sub"
@@ -46,15 +45,8 @@ def run_demo(gateway_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    workdir: Path = tmp_path_factory.mktemp("demo")
-    with OtlpSink() as sink:
-        running = Shop(workdir, OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint, GATEWAY_ALLOW_FAULT_HEADERS="true")
-        try:
-            running.start_all()
-            yield running
-        finally:
-            running.stop_all()
-            running.kill_all()
+    with running_shop(tmp_path_factory.mktemp("demo"), GATEWAY_ALLOW_FAULT_HEADERS="true") as shop:
+        yield shop
 
 
 def explore_pane(link: str) -> dict[str, Any]:
@@ -104,14 +96,8 @@ def test_demo_places_every_kind_and_links_each_trace_and_its_logs(shop: Shop) ->
 
 
 def test_demo_on_a_gateway_without_fault_headers_says_so_and_exits_1(tmp_path: Path) -> None:
-    with OtlpSink() as sink:
-        running = Shop(tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint, GATEWAY_ALLOW_FAULT_HEADERS="false")
-        try:
-            running.start_all()
-            result = run_demo(running.gateway)
-        finally:
-            running.stop_all()
-            running.kill_all()
+    with running_shop(tmp_path, GATEWAY_ALLOW_FAULT_HEADERS="false") as shop:
+        result = run_demo(shop.gateway)
 
     assert result.returncode == 1, result.stdout + result.stderr
     rows = {m["kind"]: m for line in result.stdout.splitlines() if (m := ROW.match(line))}

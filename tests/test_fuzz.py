@@ -25,8 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import GOOD_CARD, order_body
-from otlp_sink import OtlpSink
-from processes import Shop
+from processes import Shop, running_shop
 
 EXAMPLES = 1500
 STATUSES: Counter[int] = Counter()  # what the fuzzing saw, checked at the end
@@ -106,15 +105,8 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    workdir = tmp_path_factory.mktemp("fuzz")
-    with OtlpSink() as sink:
-        running = Shop(workdir, OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint, LOG_LEVEL="WARNING")
-        try:
-            running.start_all()
-            yield running
-        finally:
-            running.stop_all()
-            running.kill_all()
+    with running_shop(tmp_path_factory.mktemp("fuzz"), LOG_LEVEL="WARNING") as shop:
+        yield shop
 
 
 def send(gateway: str, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, str]:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from otlp_sink import OtlpSink
-from processes import ROOT, Shop
+from processes import ROOT, Shop, running_shop
 
 LOCUSTFILE = ROOT / "load" / "locustfile.py"
 KINDS = ("paid", "declined", "slow", "failing", "invalid", "lookup", "retry")
@@ -42,18 +41,8 @@ def locust(host: str, *args: str, timeout_s: float = 60) -> subprocess.Completed
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    with OtlpSink() as sink:
-        running = Shop(
-            tmp_path_factory.mktemp("load"),
-            OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
-            GATEWAY_ALLOW_FAULT_HEADERS="true",
-            LOG_LEVEL="INFO",
-        )
-        try:
-            running.start_all()
-            yield running
-        finally:
-            running.stop_all()
+    with running_shop(tmp_path_factory.mktemp("load"), GATEWAY_ALLOW_FAULT_HEADERS="true") as shop:
+        yield shop
 
 
 def test_the_default_mix_gets_every_documented_answer_and_charges_once(shop: Shop) -> None:

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from otlp_sink import OtlpSink
-from processes import ROOT, Shop
+from processes import ROOT, running_shop
 from stack import require
 
 README = ROOT / "README.md"
@@ -110,17 +109,9 @@ def check_output(example: Example, actual: str, ids: IdMap) -> None:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with OtlpSink() as sink:
-        shop = Shop(
-            tmp_path_factory.mktemp("readme"),
-            OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
-            GATEWAY_ALLOW_FAULT_HEADERS="true",  # as compose's .env and make run set it
-        )
-        try:
-            shop.start_all()
-            yield shop.gateway.removeprefix("http://")
-        finally:
-            shop.stop_all()
+    # Fault headers on, as compose's .env and make run set them.
+    with running_shop(tmp_path_factory.mktemp("readme"), GATEWAY_ALLOW_FAULT_HEADERS="true") as shop:
+        yield shop.gateway.removeprefix("http://")
 
 
 def test_the_readme_has_curl_examples_with_outputs() -> None:

@@ -71,9 +71,10 @@ def check(
 ) -> dict[str, Any]:
     """Pass if the answer has the documented status and fields; fail with what differed otherwise."""
     try:
-        body: dict[str, Any] = response.json()
-    except ValueError:
-        body = {}
+        decoded = response.json()
+    except ValueError:  # not JSON at all
+        decoded = None
+    body: dict[str, Any] = decoded if isinstance(decoded, dict) else {}
     error = body.get("error")
     got = {
         "HTTP status": response.status_code,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -157,7 +158,12 @@ def telemetry_backend(
 
 
 def measure(
-    setup: str, telemetry: bool, args: argparse.Namespace, workdir: Path, extra_env: dict[str, str] | None = None
+    setup: str,
+    telemetry: bool,
+    args: argparse.Namespace,
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
+    profile: bool = True,
 ) -> Result:
     print(f"==> {setup}: starting the services", file=sys.stderr, flush=True)
     with telemetry_backend(workdir / setup.replace(" ", "-"), telemetry) as (env, collector, tempo):
@@ -191,7 +197,7 @@ def measure(
                 bad + errors,
                 requests + len(latencies) + args.warmup,
             )
-            if args.profile and telemetry and not extra_env:
+            if profile and args.profile and telemetry and not extra_env:
                 # A phase of its own: the profiler's CPU must not distort the figures above.
                 print(f"==> {setup}: wrk again under py-spy for {args.seconds} s", file=sys.stderr, flush=True)
                 names = {name.removeprefix("shop."): service.process.pid for name, service in shop.running.items()}
@@ -210,6 +216,23 @@ def measure(
             result.spans_exported = counters.get("otelcol_exporter_sent_spans", 0)
             result.spans_received = len(tempo.spans())
         return result
+
+
+def median_of(results: list[Result]) -> Result:
+    """One Result from several rounds of one setup: each figure's median; counts summed over the rounds."""
+    if len(results) == 1:
+        return results[0]
+    counts = {"errors", "orders", "spans_expected", "spans_accepted", "spans_exported", "spans_received"}
+    merged: dict[str, object] = {"setup": results[0].setup, "profile": results[-1].profile}
+    for spec in dataclasses.fields(Result):
+        if spec.name in merged:
+            continue
+        values = [getattr(result, spec.name) for result in results]
+        if any(value is None for value in values):
+            merged[spec.name] = None
+        else:
+            merged[spec.name] = sum(values) if spec.name in counts else statistics.median(values)
+    return Result(**merged)  # type: ignore[arg-type]
 
 
 def report(off: Result, on: Result, rate: float) -> None:
@@ -313,7 +336,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=15, help="length of each load phase (default 15)")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
     parser.add_argument("--rate", type=float, default=50, help="fixed rate, orders/s (default 50)")
-    parser.add_argument("--breakdown", action="store_true", help="also run setups that switch parts off")
+    parser.add_argument("--breakdown", action="store_true", help="instead: setups that switch one part off each")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of off and full, reported as medians (default 1)")
     parser.add_argument("--warmup", type=int, default=200, help="orders before measuring (default 200)")
     parser.add_argument(
         "--drills", action="store_true", help="instead: latency with the Collector up, down, killed and restarted"
@@ -350,10 +374,23 @@ def main() -> int:
             results = [measure(name, telemetry, args, workdir, env) for name, telemetry, env in BREAKDOWN]
             report_breakdown(results, args.rate)
         else:
-            off = measure("telemetry off", False, args, workdir)
-            on = measure("full telemetry", True, args, workdir)
+            rounds = []
+            for round_number in range(1, args.repeat + 1):
+                if args.repeat > 1:
+                    print(f"==> round {round_number} of {args.repeat}", file=sys.stderr, flush=True)
+                round_dir = workdir / f"round-{round_number}"
+                off = measure("telemetry off", False, args, round_dir)
+                # Profile once, in the last round, so that earlier rounds' figures stay undisturbed.
+                on = measure("full telemetry", True, args, round_dir, profile=round_number == args.repeat)
+                rounds.append((off, on))
+            off, on = median_of([off for off, _ in rounds]), median_of([on for _, on in rounds])
             results = [off, on]
             report(off, on, args.rate)
+            if args.repeat > 1:
+                ratios = ", ".join(f"{on.throughput_rps / off.throughput_rps:.2f}" for off, on in rounds)
+                deltas = ", ".join(f"{on.fixed_p99_ms - off.fixed_p99_ms:+.2f}" for off, on in rounds)
+                print(f"(medians of {args.repeat} rounds; throughput full/off per round: {ratios};")
+                print(f" p99 delta per round: {deltas} ms; span counts summed over the rounds)")
     for result in results:
         if result.profile:
             print()

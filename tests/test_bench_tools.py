@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import profiles
-from bench import environment_setting, wrk_duration_ms
+from bench import Result, environment_setting, median_of, wrk_duration_ms
 
 SITE = "/app/.venv/lib/python3.11/site-packages"
 # Folded stacks as py-spy --full-filenames --threads writes them: thread;root;...;running frame count
@@ -48,3 +48,14 @@ def test_settings_for_the_services_must_be_name_equals_value() -> None:
     assert environment_setting("OTEL_BSP_MAX_QUEUE_SIZE=512") == ("OTEL_BSP_MAX_QUEUE_SIZE", "512")
     with pytest.raises(argparse.ArgumentTypeError, match="NAME=VALUE"):
         environment_setting("otel_bsp=1")
+
+
+def test_rounds_merge_into_medians_and_summed_counts() -> None:
+    rounds = [
+        Result("full", rps, 1.0, 2.0, cpu, 3.0, 4.0, p99, errors=0, orders=100, spans_expected=900, spans_received=900)
+        for rps, cpu, p99 in [(400.0, 3.5, 12.0), (300.0, 4.0, 20.0), (500.0, 3.0, 11.0)]
+    ]
+    merged = median_of(rounds)
+    assert (merged.throughput_rps, merged.cpu_s_per_1000, merged.fixed_p99_ms) == (400.0, 3.5, 12.0)
+    assert (merged.orders, merged.spans_expected, merged.spans_received) == (300, 2700, 2700)
+    assert merged.spans_accepted is None  # not measured in these rounds

@@ -167,7 +167,8 @@ def tempo_link(grafana_url: str, trace_id: str) -> str:
 
 def loki_link(grafana_url: str, trace_id: str) -> str:
     # Loki keeps trace_id as structured metadata, not as a stream label: a label filter after the selector.
-    expr = f'{{service_namespace="shop"}} | trace_id="{trace_id}"'
+    # Every stream with a service name, so that renamed services or namespaces still match.
+    expr = f'{{service_name=~".+"}} | trace_id="{trace_id}"'
     return explore_url(grafana_url, LOKI, {"expr": expr, "queryType": "range", "editorMode": "code"})
 
 

@@ -89,7 +89,7 @@ def test_demo_places_every_kind_and_links_each_trace_and_its_logs(shop: Shop) ->
             assert pane["range"] == {"from": "now-1h", "to": "now"}
         assert tempo["queries"][0]["query"] == trace_id
         assert tempo["queries"][0]["queryType"] == "traceql"
-        assert loki["queries"][0]["expr"] == f'{{service_namespace="shop"}} | trace_id="{trace_id}"'
+        assert loki["queries"][0]["expr"] == f'{{service_name=~".+"}} | trace_id="{trace_id}"'
 
     assert int(rows["slow payment"][0]["ms"]) >= 1500
     assert "fault headers are disabled" not in result.stdout

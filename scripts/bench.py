@@ -157,6 +157,16 @@ def telemetry_backend(
             collector.process.stop()
 
 
+def bench_shop(workdir: Path, args: argparse.Namespace, env: dict[str, str]) -> Shop:
+    """The three services with the simulated processor latency at 0, so that CPU is what is measured."""
+    return Shop(
+        workdir,
+        PAYMENTS_LATENCY_MIN_MS="0",
+        PAYMENTS_LATENCY_MAX_MS="0",
+        **{"LOG_LEVEL": args.log_level, **args.set, **env},
+    )
+
+
 def measure(
     setup: str,
     telemetry: bool,
@@ -167,12 +177,7 @@ def measure(
 ) -> Result:
     print(f"==> {setup}: starting the services", file=sys.stderr, flush=True)
     with telemetry_backend(workdir / setup.replace(" ", "-"), telemetry) as (env, collector, tempo):
-        shop = Shop(
-            workdir / setup.replace(" ", "-") / "shop",
-            PAYMENTS_LATENCY_MIN_MS="0",
-            PAYMENTS_LATENCY_MAX_MS="0",
-            **{"LOG_LEVEL": args.log_level, **args.set, **env, **(extra_env or {})},
-        )
+        shop = bench_shop(workdir / setup.replace(" ", "-") / "shop", args, {**env, **(extra_env or {})})
         try:
             shop.start_all()
             url = f"{shop.gateway}/api/order"
@@ -288,15 +293,9 @@ def latency_row(name: str, latencies: list[float], errors: int, normal_p99: floa
 def drills(args: argparse.Namespace, workdir: Path) -> None:
     """Full telemetry at the fixed rate with the Collector up, down, and killed then restarted mid-phase."""
     print("==> drills: starting the Collector and the services", file=sys.stderr, flush=True)
-    with OtlpSink() as tempo, OtlpSink() as loki:
-        collector = Collector(workdir / "drills" / "otelcol", tempo.endpoint, f"{loki.endpoint}/otlp")
-        shop = Shop(
-            workdir / "drills" / "shop",
-            PAYMENTS_LATENCY_MIN_MS="0",
-            PAYMENTS_LATENCY_MAX_MS="0",
-            **{"LOG_LEVEL": args.log_level, **args.set},
-            OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_endpoint,
-        )
+    with telemetry_backend(workdir / "drills", True) as (env, collector, _):
+        assert collector is not None
+        shop = bench_shop(workdir / "drills" / "shop", args, env)
         try:
             shop.start_all()
             url = f"{shop.gateway}/api/order"
@@ -316,12 +315,17 @@ def drills(args: argparse.Namespace, workdir: Path) -> None:
             restart.join()
         finally:
             shop.stop_all()
-            collector.process.stop()
     print(f"Full telemetry at {args.rate:g} orders/s, latency in ms ('p99 vs up': against the first row):")
     print(f"{'':<34}  {'p50':>7}  {'p95':>7}  {'p99':>7}  {'p99 vs up':>9}  {'failed':>6}")
     normal_p99 = percentile(phases[0][1], 0.99)
     for index, (name, latencies, errors) in enumerate(phases):
         print(latency_row(name, latencies, errors, normal_p99 if index else None))
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def environment_setting(text: str) -> tuple[str, str]:
@@ -337,7 +341,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
     parser.add_argument("--rate", type=float, default=50, help="fixed rate, orders/s (default 50)")
     parser.add_argument("--breakdown", action="store_true", help="instead: setups that switch one part off each")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds of off and full, reported as medians (default 1)")
+    parser.add_argument(
+        "--repeat", type=positive_int, default=1, help="rounds of off and full, reported as medians (default 1)"
+    )
     parser.add_argument("--warmup", type=int, default=200, help="orders before measuring (default 200)")
     parser.add_argument(
         "--drills", action="store_true", help="instead: latency with the Collector up, down, killed and restarted"
@@ -380,7 +386,7 @@ def main() -> int:
                     print(f"==> round {round_number} of {args.repeat}", file=sys.stderr, flush=True)
                 round_dir = workdir / f"round-{round_number}"
                 off = measure("telemetry off", False, args, round_dir)
-                # Profile once, in the last round, so that earlier rounds' figures stay undisturbed.
+                # One profile is enough, and each takes a phase of its own: the last round's.
                 on = measure("full telemetry", True, args, round_dir, profile=round_number == args.repeat)
                 rounds.append((off, on))
             off, on = median_of([off for off, _ in rounds]), median_of([on for _, on in rounds])

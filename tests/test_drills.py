@@ -63,6 +63,15 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def resident_memory(shop: Shop) -> dict[str, int]:
+    return {module: rss_kib(service.process.pid) for module, service in shop.running.items()}
+
+
+def assert_memory_bounded(before: dict[str, int], after: dict[str, int]) -> None:
+    for module, kib in before.items():
+        assert after[module] - kib < 50 * 1024, f"{module} grew {after[module] - kib} KiB"
+
+
 def test_collector_killed_and_restarted_under_load(tmp_path: Path) -> None:
     collector_binary()  # skips (or fails in CI) without a built Collector
     with OtlpSink() as tempo, OtlpSink() as loki:
@@ -77,7 +86,7 @@ def test_collector_killed_and_restarted_under_load(tmp_path: Path) -> None:
             shop.start_all()
             for _ in range(20):
                 http("POST", f"{shop.gateway}/api/order", order_body())
-            rss_before = {m: rss_kib(s.process.pid) for m, s in shop.running.items()}
+            rss_before = resident_memory(shop)
             with Load(shop.gateway) as load:
                 time.sleep(2)
                 collector.process.process.kill()  # SIGKILL: no goodbye
@@ -86,7 +95,7 @@ def test_collector_killed_and_restarted_under_load(tmp_path: Path) -> None:
                 collector.start()
                 restarted = time.monotonic()
                 time.sleep(6)
-            rss_after = {m: rss_kib(s.process.pid) for m, s in shop.running.items()}
+            rss_after = resident_memory(shop)
 
             assert len(load.results) > 50
             assert Counter(status for _, status, _, _ in load.results) == {201: len(load.results)}
@@ -97,8 +106,7 @@ def test_collector_killed_and_restarted_under_load(tmp_path: Path) -> None:
                 time.sleep(0.5)
             assert after, "orders were placed after the restart"
             assert after <= {span.trace_id for _, span in tempo.spans()}
-            for module, before in rss_before.items():
-                assert rss_after[module] - before < 50 * 1024, f"{module} grew {rss_after[module] - before} KiB"
+            assert_memory_bounded(rss_before, rss_after)
             # SIGTERM still ends every service promptly (stop() waits at most 15 s).
             assert shop.stop_all() == dict.fromkeys(SERVICE_NAMES, 0)
         finally:
@@ -123,15 +131,14 @@ def test_collector_down_for_the_whole_run(tmp_path: Path) -> None:
         shop.start_all()
         for _ in range(50):
             http("POST", f"{shop.gateway}/api/order", order_body())
-        rss_before = {m: rss_kib(s.process.pid) for m, s in shop.running.items()}
+        rss_before = resident_memory(shop)
         with Load(shop.gateway) as load:
             load.wait_until_done()  # up to 400 orders, about 2,000 spans in order-service alone
-        rss_after = {m: rss_kib(s.process.pid) for m, s in shop.running.items()}
+        rss_after = resident_memory(shop)
 
         assert len(load.results) > 200
         assert Counter(status for _, status, _, _ in load.results) == {201: len(load.results)}
-        for module, before in rss_before.items():
-            assert rss_after[module] - before < 50 * 1024, f"{module} grew {rss_after[module] - before} KiB"
+        assert_memory_bounded(rss_before, rss_after)
         # The queues did overflow: the SDK said so (once per kind of record: it deduplicates the warning).
         order_log = shop.running["shop.orders"].log_lines()
         assert any(line["message"].startswith("Queue full, dropping") for line in order_log)

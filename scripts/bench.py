@@ -38,7 +38,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "apps")]
 from conftest import order_body  # noqa: E402
 from otlp_sink import OtlpSink  # noqa: E402
 from processes import Shop, http  # noqa: E402
-from stack import COLLECTOR_BINARY, Collector  # noqa: E402
+from stack import COLLECTOR_BINARY, Collector, collector_with_stand_ins  # noqa: E402
 
 SPANS_PER_ORDER = 9  # a paid order's trace: see README
 WRK_SCRIPT = """wrk.method = "POST"
@@ -149,12 +149,8 @@ def telemetry_backend(
     if not enabled:
         yield {"OTEL_SDK_DISABLED": "true"}, None, None
         return
-    with OtlpSink() as tempo, OtlpSink() as loki:
-        collector = Collector(workdir / "otelcol", tempo.endpoint, f"{loki.endpoint}/otlp")
-        try:
-            yield {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_http_endpoint}, collector, tempo
-        finally:
-            collector.process.stop()
+    with collector_with_stand_ins(workdir) as (collector, tempo, _):
+        yield {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_http_endpoint}, collector, tempo
 
 
 def bench_shop(workdir: Path, args: argparse.Namespace, env: dict[str, str]) -> Shop:

@@ -8,6 +8,8 @@ import shutil
 import time
 import urllib.parse
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port
+from otlp_sink import OtlpSink
 from processes import ROOT, BackgroundProcess, http
 
 COLLECTOR_BINARY = ROOT / "build" / "otelcol" / "otelcol-shop"
@@ -129,6 +132,18 @@ def localized_prometheus_config(targets: dict[str, str]) -> dict[str, Any]:
         for static in job["static_configs"]:
             static["targets"] = [targets[target] for target in static["targets"]]
     return config
+
+
+@contextmanager
+def collector_with_stand_ins(workdir: Path) -> Iterator[tuple[Collector, OtlpSink, OtlpSink]]:
+    """The built Collector exporting to two recording receivers in place of Tempo and Loki (whose OTLP
+    endpoint has the /otlp base path); stopped on the way out, whichever process it is by then."""
+    with OtlpSink() as tempo, OtlpSink() as loki:
+        collector = Collector(workdir / "otelcol", tempo.endpoint, f"{loki.endpoint}/otlp")
+        try:
+            yield collector, tempo, loki
+        finally:
+            collector.process.stop()
 
 
 class Prometheus:

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from conftest import free_port, order_body
-from otlp_sink import OtlpSink
 from processes import SERVICE_NAMES, Shop, http
-from stack import Collector, collector_binary
+from stack import collector_binary, collector_with_stand_ins
 
 MAX_ORDERS = 400
 MAX_SECONDS = 20.0
@@ -74,8 +73,7 @@ def assert_memory_bounded(before: dict[str, int], after: dict[str, int]) -> None
 
 def test_collector_killed_and_restarted_under_load(tmp_path: Path) -> None:
     collector_binary()  # skips (or fails in CI) without a built Collector
-    with OtlpSink() as tempo, OtlpSink() as loki:
-        collector = Collector(tmp_path / "otelcol", tempo.endpoint, f"{loki.endpoint}/otlp")
+    with collector_with_stand_ins(tmp_path) as (collector, tempo, _):
         shop = Shop(
             tmp_path / "shop",
             OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_endpoint,
@@ -111,7 +109,6 @@ def test_collector_killed_and_restarted_under_load(tmp_path: Path) -> None:
             assert shop.stop_all() == dict.fromkeys(SERVICE_NAMES, 0)
         finally:
             shop.kill_all()
-            collector.process.kill()
 
 
 def test_collector_down_for_the_whole_run(tmp_path: Path) -> None:

@@ -21,7 +21,16 @@ from conftest import DECLINED_CARD, GOOD_CARD, order_body
 from grafana_queries import datasources, promql_expressions
 from otlp_sink import OtlpSink
 from processes import SERVICE_NAMES, Shop, http
-from stack import COLLECTOR_CONFIG, PROMETHEUS_RULES, Collector, Prometheus, collector_binary, dump, promtool_binary
+from stack import (
+    COLLECTOR_CONFIG,
+    PROMETHEUS_RULES,
+    Collector,
+    Prometheus,
+    collector_binary,
+    collector_with_stand_ins,
+    dump,
+    promtool_binary,
+)
 
 SERVICES = set(SERVICE_NAMES.values())
 SLOW = {"X-Fault-Payment-Delay-Ms": "800"}
@@ -74,8 +83,7 @@ def place_orders(gateway: str, round_name: str) -> list[Order]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("stack")
-    with OtlpSink() as tempo, OtlpSink() as loki:
-        collector = Collector(workdir / "otelcol", tempo.endpoint, f"{loki.endpoint}/otlp")
+    with collector_with_stand_ins(workdir) as (collector, tempo, loki):
         shop = Shop(
             workdir / "shop",
             OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_endpoint,
@@ -127,7 +135,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             shop.kill_all()
             if prometheus is not None:
                 prometheus.process.stop()
-            collector.process.stop()
 
 
 def test_collector_validates_the_config() -> None:

@@ -222,14 +222,3 @@ def configure_telemetry(settings: TelemetrySettings, exporters: TelemetryExporte
 def current_trace_id() -> str:
     """The active trace's ID as 32 lowercase hex digits (all zeros when telemetry is off)."""
     return format_trace_id(trace.get_current_span().get_span_context().trace_id)
-
-
-def traceresponse_header() -> str | None:
-    """W3C Trace Context Level 2 ``traceresponse`` value for the active server span."""
-    span_context = trace.get_current_span().get_span_context()
-    if not span_context.is_valid:
-        return None
-    return (
-        f"00-{format_trace_id(span_context.trace_id)}-{format_span_id(span_context.span_id)}"
-        f"-{int(span_context.trace_flags):02x}"
-    )

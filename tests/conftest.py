@@ -24,11 +24,12 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from shop.common.startup import prepare_process
 from shop.gateway.app import create_app as create_gateway
 from shop.orders.app import create_app as create_orders
 from shop.payments.app import create_app as create_payments
 from shop.settings import GatewaySettings, OrdersSettings, PaymentsSettings, TelemetrySettings
-from shop.telemetry import TelemetryExporters, configure_telemetry
+from shop.telemetry import TelemetryExporters
 
 TEST_TELEMETRY = TelemetrySettings(service_name="shop-tests")
 GOOD_CARD = "4242424242424242"
@@ -106,7 +107,7 @@ def telemetry_capture() -> Iterator[Capture]:
         log_exporter=capture.log_exporter,
         batch=False,
     )
-    telemetry = configure_telemetry(TEST_TELEMETRY, exporters)
+    telemetry = prepare_process(TEST_TELEMETRY, exporters)  # the start-up step production runs
     yield capture
     telemetry.shutdown()
 

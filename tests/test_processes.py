@@ -15,7 +15,7 @@ import pytest
 
 from conftest import GOOD_CARD, free_port, order_body
 from otlp_sink import OtlpSink
-from processes import ROOT, SERVICE_NAMES, STOP_TIMEOUT_S, Shop, http, process_env
+from processes import ROOT, SERVICE_NAMES, STOP_TIMEOUT_S, Shop, http, process_env, start_service
 
 
 @pytest.fixture
@@ -80,8 +80,25 @@ def test_telemetry_off_still_serves_orders(tmp_path: Path) -> None:
         ("PORT", "eighty", "PORT='eighty' is not a whole number"),
         ("OTEL_SDK_DISABLED", "maybe", "OTEL_SDK_DISABLED='maybe' is not a boolean (use true or false)"),
         ("ORDERS_URL", "localhost:8001", "ORDERS_URL='localhost:8001' must start with http:// or https://"),
-        # Read and checked by the SDK itself, not by shop.settings.
-        ("OTEL_BSP_MAX_QUEUE_SIZE", "100", "max_export_batch_size must be less than or equal to max_queue_size."),
+        # Read and checked by the SDK itself, not by shop.settings: an error it raises, or a warning
+        # it logs before going on without the value or with its own default, stops start-up.
+        (
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+            "100",
+            "OTEL_BSP_*: max_export_batch_size must be less than or equal to max_queue_size.",
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY", "0", "OTEL_BSP_*: schedule_delay_millis must be positive."),
+        (
+            "OTEL_BLRP_SCHEDULE_DELAY",
+            "soon",
+            "OTEL_BLRP_*: Unable to parse value for OTEL_BLRP_SCHEDULE_DELAY as integer. Defaulting to 1000.",
+        ),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "novalue",
+            "OTEL_RESOURCE_ATTRIBUTES: Invalid key value resource attribute pair novalue: "
+            "not enough values to unpack (expected 2, got 1)",
+        ),
     ],
 )
 def test_bad_configuration_exits_2_with_one_clear_line(variable: str, value: str, message: str) -> None:
@@ -94,6 +111,18 @@ def test_bad_configuration_exits_2_with_one_clear_line(variable: str, value: str
     )
     assert result.returncode == 2
     assert result.stderr.decode().strip() == f"configuration error: {message}"
+
+
+def test_log_lines_name_the_service_as_the_sdk_read_it_from_the_environment(tmp_path: Path) -> None:
+    payments = start_service(
+        "shop.payments",
+        free_port(),
+        tmp_path,
+        OTEL_SDK_DISABLED="true",
+        OTEL_RESOURCE_ATTRIBUTES="service.name=card%20processor",  # percent-decoded by the SDK
+    )
+    assert payments.stop() == 0
+    assert {line["service.name"] for line in payments.log_lines()} == {"card processor"}
 
 
 def test_make_run_launcher_stops_all_three_on_ctrl_c(tmp_path: Path) -> None:

@@ -143,3 +143,15 @@ async def test_an_inbound_traceparent_continues_the_callers_trace(stack: Stack, 
     gateway_server = by_name(capture.spans(), "POST /api/order")
     assert gateway_server.parent is not None
     assert gateway_server.parent.span_id == 0x00F067AA0BA902B7
+
+
+async def test_error_answers_name_their_trace_in_traceresponse_too(stack: Stack) -> None:
+    for response in (
+        await stack.gateway.get("/no/such/path"),
+        await stack.gateway.post("/api/order", json=["not", "an", "object"]),
+    ):
+        assert response.status in (404, 422)
+        version, trace_id, _, _ = response.headers["traceresponse"].split("-")
+        assert (version, trace_id) == ("00", (await response.json())["trace_id"])
+        # contrib's propagator also lets a browser script read the header across origins.
+        assert response.headers["Access-Control-Expose-Headers"] == "traceresponse"

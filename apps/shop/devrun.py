@@ -12,6 +12,8 @@ import sys
 import time
 from types import FrameType
 
+from shop.settings import DEFAULT_PORTS, GATEWAY, ORDER_SERVICE, PAYMENT_SERVICE
+
 # Started in this order, each pointed at the next one's port.
 SERVICES = ("shop.payments", "shop.orders", "shop.gateway")
 STOP_TIMEOUT_S = 10.0
@@ -26,9 +28,9 @@ LOCAL_DEFAULTS = {
 def service_environments(env: dict[str, str]) -> dict[str, dict[str, str]]:
     """Each service's environment; GATEWAY_PORT, ORDERS_PORT and PAYMENTS_PORT move them."""
     base = {**LOCAL_DEFAULTS, **env}
-    gateway_port = base.get("GATEWAY_PORT", "8000")
-    orders_port = base.get("ORDERS_PORT", "8001")
-    payments_port = base.get("PAYMENTS_PORT", "8002")
+    gateway_port = base.get("GATEWAY_PORT", str(DEFAULT_PORTS[GATEWAY]))
+    orders_port = base.get("ORDERS_PORT", str(DEFAULT_PORTS[ORDER_SERVICE]))
+    payments_port = base.get("PAYMENTS_PORT", str(DEFAULT_PORTS[PAYMENT_SERVICE]))
     return {
         "shop.payments": {**base, "PORT": payments_port},
         "shop.orders": {**base, "PORT": orders_port, "PAYMENTS_URL": f"http://127.0.0.1:{payments_port}"},

@@ -9,16 +9,15 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from shop.common.errors import MAX_BODY_BYTES, error_middleware, trace_response_middleware
-from shop.common.parser_errors import install_json_parser_errors
 
 
 def new_application(inner_middlewares: Sequence[Middleware] = ()) -> web.Application:
-    """An application with JSON errors (parser-level ones too) and ``traceresponse`` on every answer.
+    """An application with JSON errors and ``traceresponse`` on every answer.
 
     ``web.Application`` is looked up at call time: the OpenTelemetry server instrumentor has
     replaced it by then with a subclass whose tracing middleware runs outside all of these.
+    Parser-level errors are answered in JSON once ``shop.common.startup.prepare_process`` ran.
     """
-    install_json_parser_errors()
     return web.Application(
         middlewares=[trace_response_middleware, error_middleware, *inner_middlewares],
         client_max_size=MAX_BODY_BYTES,

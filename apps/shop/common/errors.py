@@ -14,9 +14,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from opentelemetry import trace
+from opentelemetry.instrumentation.propagators import TraceResponsePropagator
 from opentelemetry.trace import StatusCode
 
-from shop.telemetry import current_trace_id, traceresponse_header
+from shop.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(ApiError(500, "internal_error", "The server failed to handle the request."))
 
 
+# Writes ``traceresponse: 00-{trace}-{span}-{flags}`` for the active span (nothing without one) and
+# lists it in Access-Control-Expose-Headers. The aiohttp server instrumentation (0.66b1) never calls
+# a response propagator itself, unlike contrib's ASGI/WSGI ones: hence this middleware.
+TRACE_RESPONSE = TraceResponsePropagator()
+
+
 @web.middleware
 async def trace_response_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Add the W3C ``traceresponse`` header so a caller can find its trace."""
     response = await handler(request)
-    header = traceresponse_header()
-    if header is not None:
-        response.headers["traceresponse"] = header
+    TRACE_RESPONSE.inject(response.headers)
     return response
 
 

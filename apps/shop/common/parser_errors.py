@@ -3,8 +3,8 @@
 A header line over 8,190 bytes, a malformed request line or an unknown method never reach a
 handler or a middleware: aiohttp's ``RequestHandler.handle_error`` answers them with a plain-text
 body that quotes part of the offending input. aiohttp has no hook for that answer, so this
-replaces the method, process-wide and once, keeping aiohttp's own logging and its rule that the
-connection closes after such an error.
+replaces the method, process-wide, in the start-up step (``shop.common.startup``), keeping
+aiohttp's own logging and its rule that the connection closes after such an error.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ from typing import TypeVar
 import uvloop
 from aiohttp import web
 
+from shop.common.startup import prepare_process
 from shop.settings import ServerSettings, SettingsError, TelemetrySettings
-from shop.telemetry import configure_telemetry
 
 # In-flight requests get this long to finish after SIGTERM/SIGINT.
 GRACEFUL_SHUTDOWN_S = 5.0
@@ -34,18 +34,19 @@ def run_service(
     telemetry_settings: TelemetrySettings,
     create_app: Callable[[], web.Application],
 ) -> None:
-    """Configure telemetry first (it must precede the app), serve until a signal, then flush."""
+    """Prepare the process first (telemetry must precede the app), serve until a signal, then flush."""
     try:
-        telemetry = configure_telemetry(telemetry_settings)
-    except ValueError as exc:
-        # The SDK validates the OTEL_* variables it reads itself (batch above queue size, ...).
+        telemetry = prepare_process(telemetry_settings)
+    except ValueError as exc:  # SettingsError, or a ValueError the SDK raised elsewhere
+        # The SDK reads and checks the OTEL_* variables it knows (resource, batching, ...) itself.
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     log = logging.getLogger("shop.runner")
     log.info("starting", extra={"host": server.host, "port": server.port, "telemetry": telemetry.enabled})
     app = create_app()
-    # Everything allocated so far lives as long as the process: keep it out of the collector's
-    # full passes, which otherwise walk it all and stall requests (see README, Performance).
+    # Process-wide too, but it belongs here, after the app is built: everything allocated so far
+    # lives as long as the process, so keep it out of the collector's full passes, which
+    # otherwise walk it all and stall requests (see README, Performance).
     gc.freeze()
     try:
         web.run_app(

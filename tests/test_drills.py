@@ -10,9 +10,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from conftest import free_port, order_body
-from processes import SERVICE_NAMES, Shop, http
-from stack import collector_binary, collector_with_stand_ins
+import pytest
+
+from harness.backends import collector_with_stand_ins
+from harness.orders import order_body
+from harness.processes import SERVICE_NAMES, Shop, free_port, http
+from tools import collector_binary
 
 MAX_ORDERS = 400
 MAX_SECONDS = 20.0
@@ -71,6 +74,7 @@ def assert_memory_bounded(before: dict[str, int], after: dict[str, int]) -> None
         assert after[module] - kib < 50 * 1024, f"{module} grew {after[module] - kib} KiB"
 
 
+@pytest.mark.backends
 def test_collector_killed_and_restarted_under_load(tmp_path: Path) -> None:
     collector_binary()  # skips (or fails in CI) without a built Collector
     with collector_with_stand_ins(tmp_path) as (collector, tempo, _):
@@ -111,6 +115,7 @@ def test_collector_killed_and_restarted_under_load(tmp_path: Path) -> None:
             shop.kill_all()
 
 
+@pytest.mark.processes
 def test_collector_down_for_the_whole_run(tmp_path: Path) -> None:
     """Nothing listens for OTLP: orders still succeed, the export queues cap memory, SIGTERM ends it all."""
     shop = Shop(
@@ -147,6 +152,7 @@ def test_collector_down_for_the_whole_run(tmp_path: Path) -> None:
         shop.kill_all()
 
 
+@pytest.mark.processes
 def test_order_service_killed_under_load_keeps_every_acknowledged_order(tmp_path: Path) -> None:
     shop = Shop(tmp_path, OTEL_SDK_DISABLED="true")
     try:

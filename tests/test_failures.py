@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import time
 
-from conftest import TEST_TELEMETRY, Capture, ServeFn, Stack, StackFactory, free_port, order_body
+import pytest
+
+from conftest import TEST_TELEMETRY, Capture, ServeFn, Stack, StackFactory
+from harness.orders import order_body
+from harness.processes import free_port
 from shop.payments.app import create_app as create_payments
 from shop.settings import PaymentsSettings
 from test_api import assert_error
+
+pytestmark = pytest.mark.inprocess
 
 KEY = {"Idempotency-Key": "order-42"}
 

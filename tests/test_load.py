@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from processes import ROOT, Shop, running_shop
+from harness import ROOT
+from harness.processes import Shop, running_shop
+
+pytestmark = pytest.mark.processes
 
 LOCUSTFILE = ROOT / "load" / "locustfile.py"
 KINDS = ("paid", "declined", "slow", "failing", "invalid", "lookup", "retry")

@@ -19,8 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from processes import ROOT, running_shop
-from stack import require
+from harness import ROOT
+from harness.processes import running_shop
+from tools import require
+
+pytestmark = pytest.mark.processes
 
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```(?P<lang>\w*)\n(?P<body>.*?)^```\n", re.M | re.S)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import DECLINED_CARD, GOOD_CARD, Capture, StackFactory, order_body
+import pytest
+
+from conftest import Capture, StackFactory
+from harness.orders import DECLINED_CARD, GOOD_CARD, order_body
+
+pytestmark = pytest.mark.inprocess
 
 BAD_LUHN_CARD = "4242424242424241"
 CARDS = (GOOD_CARD, DECLINED_CARD, BAD_LUHN_CARD)
@@ -17,9 +22,9 @@ def telemetry_text(capture: Capture) -> str:
         parts.append(span.to_json())
     for record in capture.logs():
         parts.append(record.to_json())
-    data = capture.metric_reader.get_metrics_data()
-    assert data is not None
-    parts.append(data.to_json())
+    collected = capture.metrics_data()
+    assert collected, "this test's metrics were collected"
+    parts.extend(data.to_json() for data in collected)
     return "\n".join(parts)
 
 

@@ -10,6 +10,8 @@ from opentelemetry.sdk.resources import Resource
 from shop.settings import GatewaySettings, OrdersSettings, PaymentsSettings, SettingsError, TelemetrySettings
 from shop.telemetry import build_resource
 
+pytestmark = pytest.mark.unit
+
 
 def test_defaults_match_the_documented_ports_and_names() -> None:
     gateway, orders, payments = GatewaySettings.from_env({}), OrdersSettings.from_env({}), PaymentsSettings.from_env({})

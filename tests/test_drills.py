@@ -128,6 +128,8 @@ def test_collector_down_for_the_whole_run(tmp_path: Path) -> None:
         OTEL_BLRP_MAX_EXPORT_BATCH_SIZE="128",
         PAYMENTS_LATENCY_MIN_MS="0",
         PAYMENTS_LATENCY_MAX_MS="0",
+        # Each export may retry for a minute: far longer than stop_all() waits (STOP_TIMEOUT_S).
+        OTEL_EXPORTER_OTLP_TIMEOUT="60",
     )
     try:
         shop.start_all()
@@ -144,10 +146,9 @@ def test_collector_down_for_the_whole_run(tmp_path: Path) -> None:
         # The queues did overflow: the SDK said so (once per kind of record: it deduplicates the warning).
         order_log = shop.running["shop.orders"].log_lines()
         assert any(line["message"].startswith("Queue full, dropping") for line in order_log)
-        started = time.monotonic()
+        # The SDK alone could wait its full export timeout per signal here; OTEL_SHUTDOWN_TIMEOUT_S bounds it,
+        # so every service exits 0 before stop_all() gives up waiting (a minute's retries would not).
         assert shop.stop_all() == dict.fromkeys(SERVICE_NAMES, 0)
-        # The SDK alone could wait its full export timeout per signal here; OTEL_SHUTDOWN_TIMEOUT_S bounds it.
-        assert time.monotonic() - started < 10
     finally:
         shop.kill_all()
 

@@ -4,6 +4,7 @@ is standard library only (``make demo`` and ``make smoke`` run on a bare ``pytho
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,43 @@ def test_what_the_user_scripts_import_is_standard_library_only(imports: str) -> 
     loaded = {name.split(".")[0] for name in json.loads(result.stdout)}
     assert loaded - sys.stdlib_module_names - OWN_MODULES == set()
     assert {"harness"} <= loaded
+
+
+def test_a_test_without_exactly_one_tier_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "test_tiers.py").write_text(
+        "import pytest\n\n"
+        "def test_untiered() -> None:\n    pass\n\n"
+        "@pytest.mark.unit\n@pytest.mark.inprocess\ndef test_two_tiers() -> None:\n    pass\n\n"
+        "@pytest.mark.unit\ndef test_tiered() -> None:\n    pass\n"
+    )
+    # This suite's conftest as a plugin, so that its hooks apply to a file outside tests/.
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "conftest",
+        "-c",
+        str(ROOT / "pyproject.toml"),
+        "--rootdir",
+        str(ROOT),
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / path) for path in ("tests", ".", "apps"))}
+
+    def pytest_run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, "-p", "no:cacheprovider", "-q", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    refused = pytest_run(str(tmp_path / "test_tiers.py"))
+    assert refused.returncode == pytest.ExitCode.USAGE_ERROR, refused.stdout + refused.stderr
+    assert "test_untiered" in refused.stderr
+    assert "test_two_tiers" in refused.stderr
+    assert "test_tiered" not in refused.stderr.replace("test_tiers.py", "")
+    accepted = pytest_run(f"{tmp_path / 'test_tiers.py'}::test_tiered")
+    assert accepted.returncode == pytest.ExitCode.OK, accepted.stdout + accepted.stderr

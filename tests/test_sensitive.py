@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Capture, StackFactory
-from harness.orders import DECLINED_CARD, GOOD_CARD, order_body
+from harness.orders import DECLINED_CARD, FAIL_HEADER, GOOD_CARD, order_body
 
 pytestmark = pytest.mark.inprocess
 
@@ -40,7 +40,7 @@ async def test_card_numbers_never_leave_the_request(
     await stack.place_order(order_body(card_number=GOOD_CARD), **{"Idempotency-Key": "k"})
     await stack.place_order(order_body(card_number=GOOD_CARD), **{"Idempotency-Key": "k"})
     await stack.place_order(order_body(card_number=DECLINED_CARD))
-    await stack.place_order(order_body(card_number=GOOD_CARD), **{"X-Fault-Payment-Fail": "true"})
+    await stack.place_order(order_body(card_number=GOOD_CARD), **{FAIL_HEADER: "true"})
     await stack.place_order(order_body(card_number=BAD_LUHN_CARD))
     assert len(capture.spans()) > 20
 

@@ -19,7 +19,7 @@ import pytest
 import smoke
 from grafana_queries import datasources, promql_expressions
 from harness.backends import COLLECTOR_CONFIG, PROMETHEUS_RULES, Collector, Prometheus, collector_with_stand_ins, dump
-from harness.orders import DECLINED_CARD, GOOD_CARD, order_body
+from harness.orders import DECLINED_CARD, DELAY_HEADER, FAIL_HEADER, GOOD_CARD, order_body
 from harness.otlp_sink import OtlpSink
 from harness.processes import SERVICE_NAMES, Shop, http
 from tools import collector_binary, promtool_binary
@@ -27,8 +27,8 @@ from tools import collector_binary, promtool_binary
 pytestmark = pytest.mark.backends
 
 SERVICES = set(SERVICE_NAMES.values())
-SLOW = {"X-Fault-Payment-Delay-Ms": "800"}
-FAIL = {"X-Fault-Payment-Fail": "true"}
+SLOW = {DELAY_HEADER: "800"}
+FAIL = {FAIL_HEADER: "true"}
 
 
 @dataclass

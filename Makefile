@@ -1,9 +1,11 @@
-# Every target sets up what it needs first: a virtualenv with the pinned dependencies.
+# Every target sets up what it needs first: a virtualenv with the pinned dependencies. Except make demo
+# and make smoke: standard-library scripts that need only python3.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt apps/requirements.txt | cksum | cut -d' ' -f1)
-export PYTHONPATH := $(CURDIR)/apps
+# apps/ for the services; the root for the harness package that tests/, scripts/ and load/ share.
+export PYTHONPATH := $(CURDIR)/apps:$(CURDIR)
 
 GO ?= go
 HAVE_GO := $(shell command -v $(GO) 2>/dev/null)
@@ -12,7 +14,7 @@ COLLECTOR_RELEASE := $(shell sed -n 's/^  version: *//p' otel-collector/builder-
 BUILDER := build/bin/builder-v$(COLLECTOR_RELEASE)
 COLLECTOR := build/otelcol/otelcol-shop
 
-.PHONY: venv run test check format lock clean collector prometheus dashboards smoke bench load demo
+.PHONY: venv run test test-fast check format lock clean collector prometheus dashboards smoke bench load demo
 
 venv: $(STAMP)
 
@@ -26,9 +28,13 @@ $(STAMP): requirements-dev.txt apps/requirements.txt
 run: $(STAMP)
 	$(BIN)/python -m shop.devrun
 
-## test: the whole test suite (builds the Collector first where Go is installed)
+## test: the whole test suite, every tier (builds the Collector first where Go is installed)
 test: $(STAMP) $(if $(HAVE_GO),$(COLLECTOR))
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-fast: the unit and in-process tiers only (no service processes, no Collector or Prometheus)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "unit or inprocess" $(PYTEST_ARGS)
 
 ## collector: build the Collector from otel-collector/builder-config.yaml (skipped when up to date)
 collector: $(COLLECTOR)
@@ -57,13 +63,13 @@ prometheus:
 
 ## check: formatting, lint and strict types
 check: $(STAMP)
-	$(BIN)/ruff format --check apps tests grafana scripts load
-	$(BIN)/ruff check apps tests grafana scripts load
+	$(BIN)/ruff format --check apps harness tests grafana scripts load
+	$(BIN)/ruff check apps harness tests grafana scripts load
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format apps tests grafana scripts load
-	$(BIN)/ruff check --fix apps tests grafana scripts load
+	$(BIN)/ruff format apps harness tests grafana scripts load
+	$(BIN)/ruff check --fix apps harness tests grafana scripts load
 
 ## dashboards: regenerate grafana/dashboards/*.json from grafana/dashboards.py
 dashboards: $(STAMP)
@@ -85,13 +91,13 @@ load: $(STAMP)
 	  --users $(USERS) --spawn-rate $(USERS) --run-time $(DURATION) --stop-timeout 5 \
 	  --rate $(RATE) $(if $(MIX),--mix $(MIX)) $(LOAD_ARGS)
 
-## smoke: check every link of a running compose stack (docker compose up -d first)
-smoke: $(STAMP)
-	$(BIN)/python scripts/smoke.py
+## smoke: check every link of a running compose stack (docker compose up -d first); python3 only
+smoke:
+	@$(PYTHON) scripts/smoke.py
 
-## demo: one order of each kind through a running gateway, with Grafana links to each trace and its logs
-demo: $(STAMP)
-	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
+## demo: one order of each kind through a running gateway, with Grafana links to each trace and its logs; python3 only
+demo:
+	@$(PYTHON) scripts/demo.py $(DEMO_ARGS)
 
 ## lock: re-pin apps/requirements.txt from apps/requirements.in
 lock:

@@ -7,7 +7,8 @@
 One action is one task: an order of some kind, a look-up of a recent order, or an order retried with
 the same Idempotency-Key. Every answer is checked against what the shop documents for that kind (a
 declined card must get 402 payment_declined, and so on); only answers that differ count as failures,
-so a clean run exits 0. Standalone on purpose: the compose service runs it in Locust's own image.
+so a clean run exits 0. It needs Locust and the harness's standard-library orders module only: the
+compose service runs it in Locust's own image with that module mounted beside it.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from locust.clients import ResponseContextManager
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-PAID_CARD = "4242424242424242"
-DECLINED_CARD = "4000000000000002"  # always declined by the simulated processor
+from harness import orders
+from harness.orders import DECLINED_CARD, DELAY_HEADER, FAIL_HEADER, GOOD_CARD
+
 ITEMS = [("book", 12.5), ("lamp", 40.0), ("mug", 8.0), ("desk", 180.0), ("pen", 2.5)]
 DEFAULT_MIX = "paid=70,declined=8,slow=5,failing=3,invalid=4,lookup=7,retry=3"
 PROGRESS_EVERY_S = 2.0
@@ -39,16 +41,17 @@ OUTCOMES: Counter[tuple[str, str]] = Counter()
 RECENT_ORDERS: deque[str] = deque(maxlen=200)
 
 
-def order_body(card: str = PAID_CARD, **overrides: Any) -> dict[str, Any]:
+def order_body(card: str = GOOD_CARD, **overrides: Any) -> dict[str, Any]:
+    """The harness's order, with a random item, quantity and customer."""
     item, price = random.choice(ITEMS)
-    body = {
+    randomized = {
         "item": item,
         "quantity": random.randint(1, 3),
         "unit_price": price,
         "customer_id": f"c-{random.randint(1, 500)}",
         "card_number": card,
     }
-    return {**body, **overrides}
+    return orders.order_body(**{**randomized, **overrides})
 
 
 def parse_mix(text: str) -> dict[str, int]:
@@ -150,13 +153,13 @@ class ShopCustomer(HttpUser):
     def slow(self) -> None:
         delay_ms = options(self.environment).slow_ms
         started = time.monotonic()
-        with self.place("slow", order_body(), {"X-Fault-Payment-Delay-Ms": str(delay_ms)}) as response:
+        with self.place("slow", order_body(), {DELAY_HEADER: str(delay_ms)}) as response:
             # Faster than the delay means the gateway ignored the header (GATEWAY_ALLOW_FAULT_HEADERS=false).
             waited = time.monotonic() - started >= delay_ms / 1000
             check(response, "slow", 201, status="paid", waited_for_the_fault=waited)
 
     def failing(self) -> None:
-        with self.place("failing", order_body(), {"X-Fault-Payment-Fail": "true"}) as response:
+        with self.place("failing", order_body(), {FAIL_HEADER: "true"}) as response:
             check(response, "failing", 502, error_code="payment_failed")
 
     def invalid(self) -> None:

@@ -31,14 +31,10 @@ from pathlib import Path
 import aiohttp
 
 import profiles
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "apps")]
-
-from conftest import order_body  # noqa: E402
-from otlp_sink import OtlpSink  # noqa: E402
-from processes import Shop, http  # noqa: E402
-from stack import COLLECTOR_BINARY, Collector, collector_with_stand_ins  # noqa: E402
+from harness.backends import COLLECTOR_BINARY, Collector, collector_with_stand_ins
+from harness.orders import order_body
+from harness.otlp_sink import OtlpSink
+from harness.processes import Shop, http
 
 SPANS_PER_ORDER = 9  # a paid order's trace: see README
 WRK_SCRIPT = """wrk.method = "POST"

@@ -6,7 +6,8 @@ Grafana Explore links per order, one to its trace in Tempo and one to its logs i
 any order was not answered as documented, 2 if the gateway cannot be reached.
 
 The gateway and Grafana addresses come from GATEWAY_URL and GRAFANA_URL (defaults: the compose
-ports on localhost), or from --gateway and --grafana.
+ports on localhost), or from --gateway and --grafana. Standard library only, with the harness's
+standard-library modules on PYTHONPATH (``make demo`` sets it): a bare ``python3`` runs it.
 """
 
 from __future__ import annotations
@@ -24,13 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_GATEWAY_URL = "http://localhost:8000"
-DEFAULT_GRAFANA_URL = "http://localhost:3000"
+from harness.compose import PUBLISHED_PORTS
+from harness.orders import DECLINED_CARD, DELAY_HEADER, FAIL_HEADER, order_body
+
+DEFAULT_GATEWAY_URL = f"http://localhost:{PUBLISHED_PORTS['gateway']}"
+DEFAULT_GRAFANA_URL = f"http://localhost:{PUBLISHED_PORTS['grafana']}"
 TIMEOUT_S = 10.0
-GOOD_CARD = "4242424242424242"
-DECLINED_CARD = "4000000000000002"
-DELAY_HEADER = "X-Fault-Payment-Delay-Ms"
-FAIL_HEADER = "X-Fault-Payment-Fail"
 SLOW_PAYMENT_MS = 1500
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
 # Fixed in grafana/provisioning/datasources/datasources.yaml.
@@ -42,14 +42,7 @@ EXPLORE_RANGE = {"from": "now-1h", "to": "now"}
 
 
 def order(**overrides: Any) -> dict[str, Any]:
-    return {
-        "item": "book",
-        "quantity": 1,
-        "unit_price": 12.5,
-        "customer_id": "demo",
-        "card_number": GOOD_CARD,
-        **overrides,
-    }
+    return order_body(**{"quantity": 1, "customer_id": "demo", **overrides})
 
 
 @dataclass(frozen=True)
@@ -125,6 +118,17 @@ class Answer:
             and self.latency_ms >= self.kind.min_latency_ms
             and self.trace_id is not None
         )
+
+
+def check_reachable(gateway_url: str) -> None:
+    """Any HTTP answer from the gateway's /healthz will do; no answer at all raises GatewayUnreachable."""
+    try:
+        with urllib.request.urlopen(f"{gateway_url}/healthz", timeout=TIMEOUT_S):  # noqa: S310 (checked http(s))
+            pass
+    except urllib.error.HTTPError:
+        pass
+    except OSError as error:  # URLError, refused, timed out, reset
+        raise GatewayUnreachable(str(getattr(error, "reason", error))) from error
 
 
 def place(gateway_url: str, kind: Kind) -> Answer:
@@ -243,19 +247,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    print(f"One order of each kind through {args.gateway}", flush=True)
     answers: list[Answer] = []
-    for index, kind in enumerate(KINDS, start=1):
-        print(progress_line(index, kind), flush=True)
-        try:
+    try:
+        check_reachable(args.gateway)
+        print(f"One order of each kind through {args.gateway}", flush=True)
+        for index, kind in enumerate(KINDS, start=1):
+            print(progress_line(index, kind), flush=True)
             answers.append(place(args.gateway, kind))
-        except GatewayUnreachable as error:
-            print(
-                f"demo: cannot reach the gateway at {args.gateway} ({error}); is it running (make run, or docker "
-                "compose up -d)?",
-                file=sys.stderr,
-            )
-            return 2
+    except GatewayUnreachable as error:
+        print(
+            f"demo: cannot reach the gateway at {args.gateway} ({error}); start the stack: docker compose up -d "
+            "(or make run)",
+            file=sys.stderr,
+        )
+        return 2
     print_table(answers, args.grafana)
     missed = [a.kind.name for a in answers if not a.as_documented]
     print()

@@ -2,8 +2,10 @@
 
 Places one order, then checks: its trace in Tempo by ID, its logs in Loki by trace_id, span metrics and
 an exemplar in Prometheus whose trace Tempo has, Grafana's health and each data source's health.
-Prints a checklist; exits 1 on any miss. Addresses and the Grafana password come from the environment
-(defaults: the compose ports on 127.0.0.1, and GRAFANA_ADMIN_PASSWORD from .env).
+Prints a checklist; exits 1 on any miss, 2 if the gateway cannot be reached at all. Addresses and the
+Grafana password come from the environment (defaults: the compose ports on 127.0.0.1, and
+GRAFANA_ADMIN_PASSWORD from .env). Standard library only, with the harness's standard-library modules on
+PYTHONPATH (``make smoke`` sets it): a bare ``python3`` runs it.
 """
 
 from __future__ import annotations
@@ -18,29 +20,14 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness.compose import PUBLISHED_PORTS, dotenv
+from harness.orders import order_body
+
 SERVICES = {"gateway", "order-service", "payment-service"}
-ORDER = {
-    "item": "smoke test",
-    "quantity": 1,
-    "unit_price": 1.5,
-    "customer_id": "smoke",
-    "card_number": "4242424242424242",
-}
+ORDER = order_body(item="smoke test", quantity=1, unit_price=1.5, customer_id="smoke")
 TIMEOUT_S = 10.0
-
-
-def dotenv(path: Path = ROOT / ".env") -> dict[str, str]:
-    values: dict[str, str] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and not key.lstrip().startswith("#"):
-                values[key.strip()] = value.strip()
-    return values
 
 
 def request(url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -156,16 +143,19 @@ def check_prometheus(checks: Checklist, prometheus_url: str, timeout_s: float) -
 def main() -> int:
     env = {**dotenv(), **os.environ}
     bind = env.get("BIND_ADDRESS", "127.0.0.1")
-    urls = {
-        name: env.get(f"{name.upper()}_URL", f"http://{bind}:{port}")
-        for name, port in (("gateway", 8000), ("tempo", 3200), ("loki", 3100), ("prometheus", 9090), ("grafana", 3000))
-    }
+    urls = {name: env.get(f"{name.upper()}_URL", f"http://{bind}:{port}") for name, port in PUBLISHED_PORTS.items()}
     timeout_s = float(env.get("SMOKE_TIMEOUT_S", "60"))
     checks = Checklist()
 
     status, order = request(f"{urls['gateway']}/api/order", ORDER)
+    if status == 0:  # no HTTP answer at all
+        print(
+            f"smoke: cannot reach the gateway at {urls['gateway']} ({order['error']}); start the stack: "
+            "docker compose up -d",
+            file=sys.stderr,
+        )
+        return 2
     if not checks.check(status == 201, "place an order through the gateway", f"HTTP {status}"):
-        print(f"{sys.argv[0]}: the gateway is not answering; is the stack up (docker compose up -d)?", file=sys.stderr)
         return 1
     trace_id = order["trace_id"]
     print(f"       trace_id {trace_id}")

@@ -1,16 +1,16 @@
-"""Shared fixtures: in-memory telemetry for the whole session, and the three services on real sockets.
+"""Shared fixtures: in-memory telemetry for the whole session, the three services on real sockets, and the tiers.
 
 The OpenTelemetry providers are process-wide and can be set once, so every in-process
 test shares one configuration whose exporters keep everything in memory; each test
-starts from empty exporters.
+starts from empty exporters and a metric reader that has forgotten earlier tests.
 """
 
 from __future__ import annotations
 
 import os
-import socket
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,13 @@ from aiohttp.test_utils import TestClient
 from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
+from opentelemetry.sdk.metrics import Counter, Histogram, ObservableCounter
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader, Metric, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from harness.orders import order_body
+from harness.processes import free_port
 from shop.common.startup import prepare_process
 from shop.gateway.app import create_app as create_gateway
 from shop.orders.app import create_app as create_orders
@@ -32,20 +35,33 @@ from shop.settings import GatewaySettings, OrdersSettings, PaymentsSettings, Tel
 from shop.telemetry import TelemetryExporters
 
 TEST_TELEMETRY = TelemetrySettings(service_name="shop-tests")
-GOOD_CARD = "4242424242424242"
-DECLINED_CARD = "4000000000000002"
+# Every test carries exactly one tier (a module's ``pytestmark``); ``make test-fast`` runs the first two.
+TIERS = {
+    "unit": "no services: functions, files, and short-lived tools such as the Collector's own CLI",
+    "inprocess": "the three services in the test's own process on loopback sockets, telemetry in memory",
+    "processes": "the services or a user script as real processes (python -m shop.<service>, scripts/*.py, Locust)",
+    "backends": "the services as processes with the built Collector and Debian's Prometheus",
+}
+# Counters and histograms report what happened since the last collection, so a test sees its own
+# measurements only (UpDownCounters stay cumulative: a delta of "in flight" means nothing).
+DELTA: dict[type, AggregationTemporality] = dict.fromkeys(
+    (Counter, Histogram, ObservableCounter), AggregationTemporality.DELTA
+)
 
 
-def order_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "item": "book",
-        "quantity": 2,
-        "unit_price": 12.5,
-        "customer_id": "customer-1",
-        "card_number": GOOD_CARD,
-    }
-    body.update(overrides)
-    return body
+def pytest_configure(config: pytest.Config) -> None:
+    for name, description in TIERS.items():
+        config.addinivalue_line("markers", f"{name}: tier: {description}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run a test without exactly one tier, so that a new one cannot slip out of ``make test-fast``."""
+    untiered = [item.nodeid for item in items if len({m.name for m in item.iter_markers() if m.name in TIERS}) != 1]
+    if untiered:
+        raise pytest.UsageError(
+            f"tests need exactly one tier marker ({', '.join(TIERS)}), e.g. pytestmark = pytest.mark.unit: "
+            + ", ".join(untiered)
+        )
 
 
 @dataclass
@@ -55,6 +71,8 @@ class Capture:
     span_exporter: InMemorySpanExporter
     metric_reader: InMemoryMetricReader
     log_exporter: InMemoryLogRecordExporter
+    # What the metric reader returned since clear(): each collection holds only what was new.
+    collected: list[MetricsData] = field(default_factory=list)
 
     def spans(self) -> list[ReadableSpan]:
         return list(self.span_exporter.get_finished_spans())
@@ -78,27 +96,35 @@ class Capture:
     def logs(self) -> list[ReadableLogRecord]:
         return list(self.log_exporter.get_finished_logs())
 
-    def metrics(self) -> dict[str, Metric]:
+    def metrics_data(self) -> list[MetricsData]:
+        """Every collection since clear(), one taken now."""
         data = self.metric_reader.get_metrics_data()
-        found: dict[str, Metric] = {}
-        if data is None:
-            return found
-        for resource_metrics in data.resource_metrics:
-            for scope_metrics in resource_metrics.scope_metrics:
-                for metric in scope_metrics.metrics:
-                    found[metric.name] = metric
-        return found
+        if data is not None:
+            self.collected.append(data)
+        return list(self.collected)
+
+    def metrics(self) -> dict[str, list[Metric]]:
+        """Each metric measured since clear(), by name: one entry per collection that saw it."""
+        found: dict[str, list[Metric]] = defaultdict(list)
+        for data in self.metrics_data():
+            for resource_metrics in data.resource_metrics:
+                for scope_metrics in resource_metrics.scope_metrics:
+                    for metric in scope_metrics.metrics:
+                        found[metric.name].append(metric)
+        return dict(found)
 
     def clear(self) -> None:
         self.span_exporter.clear()
         self.log_exporter.clear()
+        self.metric_reader.get_metrics_data()  # with DELTA temporality, collecting forgets earlier tests
+        self.collected.clear()
 
 
 @pytest.fixture(scope="session")
 def telemetry_capture() -> Iterator[Capture]:
     capture = Capture(
         InMemorySpanExporter(),
-        InMemoryMetricReader(),
+        InMemoryMetricReader(preferred_temporality=DELTA),
         InMemoryLogRecordExporter(),  # type: ignore[no-untyped-call]  # untyped upstream
     )
     exporters = TelemetryExporters(
@@ -125,14 +151,6 @@ def isolated_environment() -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(saved)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (a service pointed here is 'down')."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

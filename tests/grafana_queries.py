@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from processes import ROOT
+from harness import ROOT
 
 DATASOURCES = ROOT / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
 DASHBOARDS = ROOT / "grafana" / "dashboards"

@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
-from conftest import DECLINED_CARD, Capture, Stack, StackFactory, order_body
+from conftest import Capture, Stack, StackFactory
+from harness.orders import DECLINED_CARD, order_body
+
+pytestmark = pytest.mark.inprocess
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 

@@ -10,6 +10,8 @@ import pytest
 import profiles
 from bench import Result, environment_setting, median_of, wrk_duration_ms
 
+pytestmark = pytest.mark.unit
+
 SITE = "/app/.venv/lib/python3.11/site-packages"
 # Folded stacks as py-spy --full-filenames --threads writes them: thread;root;...;running frame count
 FOLDED = f"""\

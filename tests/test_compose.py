@@ -20,9 +20,12 @@ import pytest
 import yaml
 
 from grafana_queries import DATASOURCES, datasources, referenced_datasource_uids
-from processes import ROOT
-from smoke import dotenv
-from stack import COLLECTOR_CONFIG, collector_binary
+from harness import ROOT
+from harness.backends import COLLECTOR_CONFIG
+from harness.compose import dotenv
+from tools import collector_binary
+
+pytestmark = pytest.mark.unit
 
 COMPOSE = ROOT / "docker-compose.yml"
 MANIFEST = ROOT / "otel-collector" / "builder-config.yaml"
@@ -191,5 +194,7 @@ def test_load_service_is_opt_in_and_runs_the_locust_release_make_load_uses(compo
     assert pinned is not None
     assert load["image"] == f"locustio/locust:{pinned.group(1)}"
     assert "./load/locustfile.py:/mnt/load/locustfile.py:ro" in load["volumes"]
+    assert "./harness:/mnt/load/harness:ro" in load["volumes"]
+    assert load["environment"]["PYTHONPATH"] == "/mnt/load", "the locustfile imports harness.orders"
     assert load["command"][:2] == ["-f", "/mnt/load/locustfile.py"]
     assert "http://gateway:8000" in load["command"]

@@ -10,9 +10,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from conftest import free_port, order_body
-from processes import SERVICE_NAMES, Shop, http
-from stack import collector_binary, collector_with_stand_ins
+import pytest
+
+from harness.backends import collector_with_stand_ins
+from harness.orders import order_body
+from harness.processes import SERVICE_NAMES, Shop, free_port, http
+from tools import collector_binary
 
 MAX_ORDERS = 400
 MAX_SECONDS = 20.0
@@ -71,6 +74,7 @@ def assert_memory_bounded(before: dict[str, int], after: dict[str, int]) -> None
         assert after[module] - kib < 50 * 1024, f"{module} grew {after[module] - kib} KiB"
 
 
+@pytest.mark.backends
 def test_collector_killed_and_restarted_under_load(tmp_path: Path) -> None:
     collector_binary()  # skips (or fails in CI) without a built Collector
     with collector_with_stand_ins(tmp_path) as (collector, tempo, _):
@@ -111,6 +115,7 @@ def test_collector_killed_and_restarted_under_load(tmp_path: Path) -> None:
             shop.kill_all()
 
 
+@pytest.mark.processes
 def test_collector_down_for_the_whole_run(tmp_path: Path) -> None:
     """Nothing listens for OTLP: orders still succeed, the export queues cap memory, SIGTERM ends it all."""
     shop = Shop(
@@ -123,6 +128,8 @@ def test_collector_down_for_the_whole_run(tmp_path: Path) -> None:
         OTEL_BLRP_MAX_EXPORT_BATCH_SIZE="128",
         PAYMENTS_LATENCY_MIN_MS="0",
         PAYMENTS_LATENCY_MAX_MS="0",
+        # Each export may retry for a minute: far longer than stop_all() waits (STOP_TIMEOUT_S).
+        OTEL_EXPORTER_OTLP_TIMEOUT="60",
     )
     try:
         shop.start_all()
@@ -139,14 +146,14 @@ def test_collector_down_for_the_whole_run(tmp_path: Path) -> None:
         # The queues did overflow: the SDK said so (once per kind of record: it deduplicates the warning).
         order_log = shop.running["shop.orders"].log_lines()
         assert any(line["message"].startswith("Queue full, dropping") for line in order_log)
-        started = time.monotonic()
+        # The SDK alone could wait its full export timeout per signal here; OTEL_SHUTDOWN_TIMEOUT_S bounds it,
+        # so every service exits 0 before stop_all() gives up waiting (a minute's retries would not).
         assert shop.stop_all() == dict.fromkeys(SERVICE_NAMES, 0)
-        # The SDK alone could wait its full export timeout per signal here; OTEL_SHUTDOWN_TIMEOUT_S bounds it.
-        assert time.monotonic() - started < 10
     finally:
         shop.kill_all()
 
 
+@pytest.mark.processes
 def test_order_service_killed_under_load_keeps_every_acknowledged_order(tmp_path: Path) -> None:
     shop = Shop(tmp_path, OTEL_SDK_DISABLED="true")
     try:

@@ -24,8 +24,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import GOOD_CARD, order_body
-from processes import Shop, running_shop
+from harness.orders import GOOD_CARD, order_body
+from harness.processes import Shop, running_shop
+
+pytestmark = pytest.mark.processes
 
 EXAMPLES = 1500
 STATUSES: Counter[int] = Counter()  # what the fuzzing saw, checked at the end

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from processes import ROOT, Shop, running_shop
+from harness import ROOT
+from harness.processes import Shop, process_env, running_shop
+
+pytestmark = pytest.mark.processes
 
 LOCUSTFILE = ROOT / "load" / "locustfile.py"
 KINDS = ("paid", "declined", "slow", "failing", "invalid", "lookup", "retry")
@@ -33,9 +36,16 @@ def order_statuses(database: Path) -> dict[str, int]:
 
 
 def locust(host: str, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """As ``make load`` runs it: the harness (for its orders) on PYTHONPATH."""
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary"]
     return subprocess.run(
-        [*command, "--host", host, *args], capture_output=True, text=True, timeout=timeout_s, check=False
+        [*command, "--host", host, *args],
+        env=process_env(PYTHONPATH=str(ROOT)),
+        cwd=LOCUSTFILE.parent,  # not the repository root, which python -m would put on the path
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
 
 

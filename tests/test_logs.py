@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.trace import format_span_id, format_trace_id
 
 from conftest import Capture, Stack, StackFactory
 from shop.telemetry import json_log_formatter
+
+pytestmark = pytest.mark.inprocess
 
 
 async def test_records_written_during_a_request_carry_its_trace_and_span(stack: Stack, capture: Capture) -> None:

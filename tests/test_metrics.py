@@ -3,34 +3,44 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 
-from opentelemetry.sdk.metrics.export import Histogram, Sum
+import pytest
+from opentelemetry.sdk.metrics.export import Histogram, NumberDataPoint, Sum
 from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import DECLINED_CARD, Capture, Stack, order_body
+from conftest import Capture, Stack
+from harness.orders import DECLINED_CARD, order_body
 from shop.common.ops import REGISTRY
+
+pytestmark = pytest.mark.inprocess
 
 OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
 
 
-def point_attributes(capture: Capture, name: str) -> list[dict[str, object]]:
-    metric = capture.metrics()[name]
-    assert isinstance(metric.data, Sum | Histogram)
-    return [dict(point.attributes or {}) for point in metric.data.data_points]
+def counted(capture: Capture, name: str, attribute: str) -> Counter[object]:
+    """This test's measurements of one metric, by the value of one attribute: a counter's sum or a histogram's
+    count (the reader is DELTA and reset per test, so earlier tests' measurements are not included)."""
+    totals: Counter[object] = Counter()
+    for metric in capture.metrics().get(name, []):
+        assert isinstance(metric.data, Sum | Histogram)
+        for point in metric.data.data_points:
+            value = (point.attributes or {}).get(attribute)
+            totals[value] += int(point.value) if isinstance(point, NumberDataPoint) else point.count
+    return totals
 
 
 async def test_sdk_exports_http_and_business_metrics(stack: Stack, capture: Capture) -> None:
     await stack.place_order()
     await stack.place_order(order_body(card_number=DECLINED_CARD))
 
-    server_routes = {a.get(HTTP_ROUTE) for a in point_attributes(capture, "http.server.request.duration")}
-    assert {"/api/order", "/orders", "/payments"} <= server_routes
-    assert point_attributes(capture, "http.client.request.duration")
-    assert {"paid", "payment_declined"} <= {a["order.status"] for a in point_attributes(capture, "orders.placed")}
-    assert {"paid", "payment_declined"} <= {a["order.status"] for a in point_attributes(capture, "orders.value")}
-    outcomes = {a["payment.outcome"] for a in point_attributes(capture, "payments.authorizations")}
-    assert {"authorized", "declined"} <= outcomes
+    server = counted(capture, "http.server.request.duration", HTTP_ROUTE)
+    assert (server["/api/order"], server["/orders"], server["/payments"]) == (2, 2, 2)
+    assert sum(counted(capture, "http.client.request.duration", HTTP_ROUTE).values()) == 4  # two hops per order
+    assert counted(capture, "orders.placed", "order.status") == {"paid": 1, "payment_declined": 1}
+    assert counted(capture, "orders.value", "order.status") == {"paid": 1, "payment_declined": 1}
+    assert counted(capture, "payments.authorizations", "payment.outcome") == {"authorized": 1, "declined": 1}
 
 
 async def test_prometheus_endpoint_has_runtime_and_business_counters_with_exemplars(stack: Stack) -> None:

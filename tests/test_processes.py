@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOOD_CARD, free_port, order_body
-from otlp_sink import OtlpSink
-from processes import ROOT, SERVICE_NAMES, STOP_TIMEOUT_S, Shop, http, process_env, start_service
+from harness import ROOT
+from harness.orders import GOOD_CARD, order_body
+from harness.otlp_sink import OtlpSink
+from harness.processes import SERVICE_NAMES, STOP_TIMEOUT_S, Shop, free_port, http, process_env, start_service
+
+pytestmark = pytest.mark.processes
 
 
 @pytest.fixture

@@ -21,8 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from processes import ROOT, running_shop
-from stack import require
+from harness import ROOT
+from harness.processes import running_shop
+from tools import require
+
+pytestmark = pytest.mark.processes
 
 README = ROOT / "README.md"
 README_MAX_LINES = 200  # a front page; the details live in docs/

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import DECLINED_CARD, GOOD_CARD, Capture, StackFactory, order_body
+import pytest
+
+from conftest import Capture, StackFactory
+from harness.orders import DECLINED_CARD, FAIL_HEADER, GOOD_CARD, order_body
+
+pytestmark = pytest.mark.inprocess
 
 BAD_LUHN_CARD = "4242424242424241"
 CARDS = (GOOD_CARD, DECLINED_CARD, BAD_LUHN_CARD)
@@ -17,9 +22,9 @@ def telemetry_text(capture: Capture) -> str:
         parts.append(span.to_json())
     for record in capture.logs():
         parts.append(record.to_json())
-    data = capture.metric_reader.get_metrics_data()
-    assert data is not None
-    parts.append(data.to_json())
+    collected = capture.metrics_data()
+    assert collected, "this test's metrics were collected"
+    parts.extend(data.to_json() for data in collected)
     return "\n".join(parts)
 
 
@@ -35,7 +40,7 @@ async def test_card_numbers_never_leave_the_request(
     await stack.place_order(order_body(card_number=GOOD_CARD), **{"Idempotency-Key": "k"})
     await stack.place_order(order_body(card_number=GOOD_CARD), **{"Idempotency-Key": "k"})
     await stack.place_order(order_body(card_number=DECLINED_CARD))
-    await stack.place_order(order_body(card_number=GOOD_CARD), **{"X-Fault-Payment-Fail": "true"})
+    await stack.place_order(order_body(card_number=GOOD_CARD), **{FAIL_HEADER: "true"})
     await stack.place_order(order_body(card_number=BAD_LUHN_CARD))
     assert len(capture.spans()) > 20
 

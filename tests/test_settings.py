@@ -27,6 +27,8 @@ from shop.telemetry import OTEL_ENV_DEFAULTS, build_resource
 
 SERVICE_SETTINGS = (GatewaySettings, OrdersSettings, PaymentsSettings)
 
+pytestmark = pytest.mark.unit
+
 
 def test_defaults_match_the_documented_ports_and_names() -> None:
     gateway, orders, payments = GatewaySettings.from_env({}), OrdersSettings.from_env({}), PaymentsSettings.from_env({})

@@ -17,24 +17,18 @@ from typing import Any
 import pytest
 
 import smoke
-from conftest import DECLINED_CARD, GOOD_CARD, order_body
 from grafana_queries import datasources, promql_expressions
-from otlp_sink import OtlpSink
-from processes import SERVICE_NAMES, Shop, http
-from stack import (
-    COLLECTOR_CONFIG,
-    PROMETHEUS_RULES,
-    Collector,
-    Prometheus,
-    collector_binary,
-    collector_with_stand_ins,
-    dump,
-    promtool_binary,
-)
+from harness.backends import COLLECTOR_CONFIG, PROMETHEUS_RULES, Collector, Prometheus, collector_with_stand_ins, dump
+from harness.orders import DECLINED_CARD, DELAY_HEADER, FAIL_HEADER, GOOD_CARD, order_body
+from harness.otlp_sink import OtlpSink
+from harness.processes import SERVICE_NAMES, Shop, http
+from tools import collector_binary, promtool_binary
+
+pytestmark = pytest.mark.backends
 
 SERVICES = set(SERVICE_NAMES.values())
-SLOW = {"X-Fault-Payment-Delay-Ms": "800"}
-FAIL = {"X-Fault-Payment-Fail": "true"}
+SLOW = {DELAY_HEADER: "800"}
+FAIL = {FAIL_HEADER: "true"}
 
 
 @dataclass

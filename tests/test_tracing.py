@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.semconv.attributes.db_attributes import (
     DB_COLLECTION_NAME,
@@ -12,7 +13,10 @@ from opentelemetry.semconv.attributes.db_attributes import (
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE
 from opentelemetry.trace import SpanKind, StatusCode
 
-from conftest import DECLINED_CARD, Capture, Stack, StackFactory, order_body
+from conftest import Capture, Stack, StackFactory
+from harness.orders import DECLINED_CARD, order_body
+
+pytestmark = pytest.mark.inprocess
 
 
 def by_name(spans: list[ReadableSpan], name: str) -> ReadableSpan:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,12 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import free_port
-from otlp_sink import OtlpSink
+from harness import ROOT
+from harness.otlp_sink import OtlpSink
 
-ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (a service pointed here is 'down')."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
@@ -49,7 +57,7 @@ def process_env(**overrides: str) -> dict[str, str]:
 
 @dataclass
 class BackgroundProcess:
-    """A program started for a test, its output in files, stopped with a bounded wait."""
+    """A program started for a test or a benchmark, its output in files, stopped with a bounded wait."""
 
     name: str
     process: subprocess.Popen[bytes]

@@ -1,4 +1,9 @@
-"""The real Collector (built from otel-collector/builder-config.yaml) and the real Prometheus, as test processes."""
+"""The real Collector (built from otel-collector/builder-config.yaml), with recording stand-ins for Tempo and
+Loki, and the real Prometheus, as processes for the tests and ``make bench``.
+
+Whether the binaries are there is the caller's question: tests skip (tests/tools.py), the bench says what
+to install.
+"""
 
 from __future__ import annotations
 
@@ -13,40 +18,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port
-from otlp_sink import OtlpSink
-from processes import ROOT, BackgroundProcess, http
+from harness import ROOT
+from harness.otlp_sink import OtlpSink
+from harness.processes import BackgroundProcess, free_port, http
 
 COLLECTOR_BINARY = ROOT / "build" / "otelcol" / "otelcol-shop"
 COLLECTOR_CONFIG = ROOT / "otel-collector" / "config.yaml"
 PROMETHEUS_CONFIG = ROOT / "prometheus" / "prometheus.yml"
 PROMETHEUS_RULES = ROOT / "prometheus" / "rules"
-
-
-def require(found: str | None, reason: str) -> str:
-    """A missing tool skips on a user's machine and fails in CI, where .ci/run installs everything."""
-    if found:
-        return found
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: a missing dependency is a failure)")
-    pytest.skip(reason)
-
-
-def collector_binary() -> str:
-    found = str(COLLECTOR_BINARY) if COLLECTOR_BINARY.exists() else None
-    return require(found, f"no Collector at {COLLECTOR_BINARY.relative_to(ROOT)}: run `make collector` (needs Go)")
-
-
-def prometheus_binary() -> str:
-    return require(shutil.which("prometheus"), "no prometheus on PATH: run `make prometheus` (Debian's package)")
-
-
-def promtool_binary() -> str:
-    return require(shutil.which("promtool"), "no promtool on PATH: run `make prometheus` (Debian's package)")
 
 
 class Collector:
@@ -72,7 +54,7 @@ class Collector:
         """Start (again, after a kill) on the same ports; returns once its health check answers."""
         self.process = BackgroundProcess.start(
             "otelcol",
-            [collector_binary(), "--config", str(COLLECTOR_CONFIG)],
+            [str(COLLECTOR_BINARY), "--config", str(COLLECTOR_CONFIG)],
             self.workdir,
             self.env,
             f"http://127.0.0.1:{self.ports['health']}",
@@ -158,7 +140,7 @@ class Prometheus:
         self.process = BackgroundProcess.start(
             "prometheus",
             [
-                prometheus_binary(),
+                "prometheus",  # from PATH
                 f"--config.file={workdir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",

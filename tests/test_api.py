@@ -48,6 +48,17 @@ async def test_stored_order_can_be_read_back(stack: Stack) -> None:
     assert body["trace_id"] != placed["trace_id"]  # this read is a trace of its own
 
 
+async def test_read_back_names_the_trace_that_created_the_order(stack: Stack, capture: Capture) -> None:
+    _, placed = await stack.place_order()
+    response = await stack.gateway.get(f"/api/order/{placed['order_id']}")
+    body = await response.json()
+
+    assert body["created_by_trace_id"] == placed["trace_id"] != body["trace_id"]
+    assert response.headers["traceresponse"].split("-")[1] == body["trace_id"]
+    created = capture.spans_of_trace(body["created_by_trace_id"])
+    assert "place_order" in {s.name for s in created}  # the trace of the POST, not just any trace
+
+
 async def test_declined_card_returns_402_and_stores_the_outcome(stack: Stack) -> None:
     status, body = await stack.place_order(order_body(card_number=DECLINED_CARD))
 

@@ -276,6 +276,35 @@ def report_breakdown(results: list[Result], rate: float) -> None:
         print(f"{r.setup:{width}}  {r.throughput_rps:9.0f}  {r.cpu_s_per_1000:10.2f}  {r.fixed_p99_ms:10.2f} ms")
 
 
+def compare_trees(args: argparse.Namespace, workdir: Path) -> None:
+    """Telemetry off for each named apps/ tree, interleaved in every round, so that one run compares code."""
+    trees: dict[str, Path] = dict(args.apps)
+    rounds: dict[str, list[Result]] = {name: [] for name in trees}
+    for round_number in range(1, args.repeat + 1):
+        if args.repeat > 1:
+            print(f"==> round {round_number} of {args.repeat}", file=sys.stderr, flush=True)
+        for name, tree in trees.items():
+            setup = f"telemetry off {name}"
+            rounds[name].append(
+                measure(setup, False, args, workdir / f"round-{round_number}", {"PYTHONPATH": str(tree)})
+            )
+    medians = {name: median_of(results) for name, results in rounds.items()}
+    first = medians[next(iter(trees))]
+    width = max(len(name) for name in trees)
+    print(f"Telemetry off, medians of {args.repeat} round(s); ratios against {next(iter(trees))}:")
+    p99 = f"p99 at {args.rate:g}/s"
+    print(f"{'':{width}}  {'orders/s':>9}  {'ratio':>6}  {'CPU s/1000':>10}  {p99:>13}  {'failed':>6}")
+    for name, r in medians.items():
+        ratio = r.throughput_rps / first.throughput_rps
+        print(
+            f"{name:{width}}  {r.throughput_rps:9.0f}  {ratio:6.3f}  {r.cpu_s_per_1000:10.2f}"
+            f"  {r.fixed_p99_ms:10.2f} ms  {r.errors:6d}"
+        )
+    if args.repeat > 1:
+        for name, results in rounds.items():
+            print(f"{name}: orders/s per round: {', '.join(f'{r.throughput_rps:.0f}' for r in results)}")
+
+
 def latency_row(name: str, latencies: list[float], errors: int, normal_p99: float | None) -> str:
     p50, p95, p99 = (percentile(latencies, q) for q in (0.50, 0.95, 0.99))
     versus = f"{p99 / normal_p99 - 1:+.0%}" if normal_p99 else ""
@@ -327,6 +356,14 @@ def environment_setting(text: str) -> tuple[str, str]:
     return name, value
 
 
+def apps_tree(text: str) -> tuple[str, Path]:
+    name, sep, directory = text.partition("=")
+    tree = Path(directory).resolve()
+    if not sep or not re.fullmatch(r"[\w.-]+", name) or not (tree / "shop").is_dir():
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR with DIR an apps/ tree (holding shop/), got {text!r}")
+    return name, tree
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=15, help="length of each load phase (default 15)")
@@ -345,6 +382,14 @@ def main() -> int:
         type=Path,
         metavar="DIR",
         help="also profile each service under full load with py-spy; folded stacks go to DIR",
+    )
+    parser.add_argument(
+        "--apps",
+        type=apps_tree,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="instead: telemetry off for each of these apps/ trees, interleaved in every round (repeatable)",
     )
     parser.add_argument("--log-level", default="INFO", help="services LOG_LEVEL (default INFO: logs are part of it)")
     parser.add_argument(
@@ -367,6 +412,9 @@ def main() -> int:
         workdir = Path(tmp)
         if args.drills:
             drills(args, workdir)
+            return 0
+        if args.apps:
+            compare_trees(args, workdir)
             return 0
         if args.breakdown:
             results = [measure(name, telemetry, args, workdir, env) for name, telemetry, env in BREAKDOWN]

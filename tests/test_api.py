@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import sqlite3
 from typing import Any
 
 import pytest
@@ -51,6 +53,17 @@ async def test_stored_order_can_be_read_back(stack: Stack) -> None:
     assert body["trace_id"] != placed["trace_id"]  # this read is a trace of its own
 
 
+async def test_read_back_names_the_trace_that_created_the_order(stack: Stack, capture: Capture) -> None:
+    _, placed = await stack.place_order()
+    response = await stack.gateway.get(f"/api/order/{placed['order_id']}")
+    body = await response.json()
+
+    assert body["created_by_trace_id"] == placed["trace_id"] != body["trace_id"]
+    assert response.headers["traceresponse"].split("-")[1] == body["trace_id"]
+    created = capture.spans_of_trace(body["created_by_trace_id"])
+    assert "place_order" in {s.name for s in created}  # the trace of the POST, not just any trace
+
+
 async def test_declined_card_returns_402_and_stores_the_outcome(stack: Stack) -> None:
     status, body = await stack.place_order(order_body(card_number=DECLINED_CARD))
 
@@ -73,41 +86,133 @@ async def test_body_that_is_not_an_object_is_422(stack: Stack) -> None:
     assert_error(await response.json(), "validation_failed")
 
 
+TEXT = "must be 1 to 200 characters"
+UNSTORABLE = "must not contain control characters or unpaired surrogates"
+QUANTITY_RANGE = "must be between 1 and 1000"
+PRICE_RANGE = "must be greater than 0 and at most 1000000"
+CARD_DIGITS = "must be 12 to 19 digits"
+FIELD_ORDER = ["item", "customer_id", "quantity", "unit_price", "card_number"]
+
+
+# The 422's exact words are part of the API: clients show them, the README prints them.
 @pytest.mark.parametrize(
-    ("changes", "bad_fields"),
+    ("changes", "problems"),
     [
-        ({"item": None}, {"item"}),
-        ({"item": ""}, {"item"}),
-        ({"item": "x" * 201}, {"item"}),
-        ({"customer_id": 42}, {"customer_id"}),
-        ({"quantity": None}, {"quantity"}),
-        ({"quantity": "2"}, {"quantity"}),
-        ({"quantity": True}, {"quantity"}),
-        ({"quantity": 2.5}, {"quantity"}),
-        ({"quantity": 0}, {"quantity"}),
-        ({"quantity": 1001}, {"quantity"}),
-        ({"unit_price": 0}, {"unit_price"}),
-        ({"unit_price": -5}, {"unit_price"}),
-        ({"unit_price": "12.50"}, {"unit_price"}),
-        ({"unit_price": 1e300}, {"unit_price"}),
-        ({"card_number": "42424242424"}, {"card_number"}),  # 11 digits
-        ({"card_number": "42424242424242424242"}, {"card_number"}),  # 20 digits
-        ({"card_number": "4242-4242-4242-4242"}, {"card_number"}),
-        ({"card_number": "4242424242424241"}, {"card_number"}),  # fails Luhn
-        ({"card_number": 4242424242424242}, {"card_number"}),
-        ({"quantity": 0, "unit_price": 0, "card_number": "1"}, {"quantity", "unit_price", "card_number"}),
+        ({"item": None}, {"item": "required string"}),
+        ({"item": ""}, {"item": TEXT}),
+        ({"item": "   "}, {"item": TEXT}),
+        ({"item": "x" * 201}, {"item": TEXT}),
+        ({"customer_id": 42}, {"customer_id": "must be a string"}),
+        ({"quantity": None}, {"quantity": "required integer"}),
+        ({"quantity": "2"}, {"quantity": "must be an integer"}),
+        ({"quantity": True}, {"quantity": "must be an integer"}),
+        ({"quantity": 2.5}, {"quantity": "must be an integer"}),
+        ({"quantity": 2.0}, {"quantity": "must be an integer"}),
+        ({"quantity": 0}, {"quantity": QUANTITY_RANGE}),
+        ({"quantity": 1001}, {"quantity": QUANTITY_RANGE}),
+        ({"unit_price": None}, {"unit_price": "required number"}),
+        ({"unit_price": 0}, {"unit_price": PRICE_RANGE}),
+        ({"unit_price": -5}, {"unit_price": PRICE_RANGE}),
+        ({"unit_price": "12.50"}, {"unit_price": "must be a number"}),
+        ({"unit_price": False}, {"unit_price": "must be a number"}),
+        ({"unit_price": 1e300}, {"unit_price": PRICE_RANGE}),
+        ({"unit_price": 10**400}, {"unit_price": "must be a number"}),  # no float holds it
+        ({"card_number": None}, {"card_number": "required string"}),
+        ({"card_number": "42424242424"}, {"card_number": CARD_DIGITS}),  # 11 digits
+        ({"card_number": "42424242424242424242"}, {"card_number": CARD_DIGITS}),  # 20 digits
+        ({"card_number": "4242-4242-4242-4242"}, {"card_number": CARD_DIGITS}),
+        ({"card_number": "٤٢٤٢٤٢٤٢٤٢٤٢٤٢٤٢"}, {"card_number": CARD_DIGITS}),  # Arabic-Indic digits
+        ({"card_number": "4242424242424242\n"}, {"card_number": CARD_DIGITS}),
+        ({"card_number": "4242424242424241"}, {"card_number": "fails the Luhn check"}),
+        ({"card_number": 4242424242424242}, {"card_number": "must be a string"}),
+        (
+            {"quantity": 0, "unit_price": 0, "card_number": "1"},
+            {"quantity": QUANTITY_RANGE, "unit_price": PRICE_RANGE, "card_number": CARD_DIGITS},
+        ),
+        (
+            {"item": None, "customer_id": "", "quantity": "1", "unit_price": None, "card_number": 1},
+            {
+                "item": "required string",
+                "customer_id": TEXT,
+                "quantity": "must be an integer",
+                "unit_price": "required number",
+                "card_number": "must be a string",
+            },
+        ),
     ],
 )
 async def test_invalid_fields_are_422_naming_each_field(
-    stack: Stack, capture: Capture, changes: dict[str, Any], bad_fields: set[str]
+    stack: Stack, capture: Capture, changes: dict[str, Any], problems: dict[str, str]
 ) -> None:
     body = {k: v for k, v in order_body(**changes).items() if v is not None}
     status, answer = await stack.place_order(body)
 
     assert status == 422
     assert_error(answer, "validation_failed")
-    assert set(answer["error"]["fields"]) == bad_fields
+    assert answer["error"]["message"] == f"Invalid fields: {', '.join(sorted(problems))}."
+    assert answer["error"]["fields"] == problems
+    # Always listed in one order, as the README shows them.
+    assert list(answer["error"]["fields"]) == [f for f in FIELD_ORDER if f in problems]
     assert not [s for s in capture.spans() if s.name == "POST /orders"], "nothing reaches order-service"
+
+
+async def test_readme_example_of_a_422_word_for_word(stack: Stack) -> None:
+    status, answer = await stack.place_order(order_body(quantity=0, card_number="1234"))
+
+    assert status == 422
+    assert json.dumps(answer["error"]) == (
+        '{"code": "validation_failed", "message": "Invalid fields: card_number, quantity.", "fields": '
+        '{"quantity": "must be between 1 and 1000", "card_number": "must be 12 to 19 digits"}}'
+    )
+
+
+# Unicode categories Cc and Cs, anywhere in the text (a lone surrogate is valid JSON: "\ud800").
+UNSTORABLE_TEXT = ["\ud800", "book\udfff", "\x00", "bo\x00ok", "book\n", "\tbook", "\x1b[31mbook", "\x7f", "book\x85"]
+# Everything else is kept as sent (less the surrounding whitespace).
+STORABLE_TEXT = ["café", "📚 book", "a\xa0b", "書籍", "كتاب", "e\u0301", "👩\u200d💻", "\ufeffbook", "a\u2028b"]
+
+
+@pytest.mark.parametrize("field", ["item", "customer_id"])
+@pytest.mark.parametrize("text", UNSTORABLE_TEXT)
+async def test_text_no_store_can_hold_is_422_at_every_service(stack: Stack, field: str, text: str) -> None:
+    status, answer = await stack.place_order(order_body(**{field: text}))
+    assert status == 422
+    assert answer["error"] == {
+        "code": "validation_failed",
+        "message": f"Invalid fields: {field}.",
+        "fields": {field: UNSTORABLE},
+    }
+    # order-service refuses it too when called directly, and stores nothing.
+    assert stack.orders is not None
+    async with stack.gateway.session.post(f"{stack.orders.url}/orders", json=order_body(**{field: text})) as response:
+        assert response.status == 422
+        assert (await response.json())["error"]["fields"] == {field: UNSTORABLE}
+    with sqlite3.connect(stack.orders_settings.database_path) as db:
+        assert db.execute("SELECT count(*) FROM orders").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("text", STORABLE_TEXT)
+async def test_any_other_text_is_kept(stack: Stack, text: str) -> None:
+    status, placed = await stack.place_order(order_body(item=f" {text} ", customer_id=text))
+    assert status == 201
+    stored = await (await stack.gateway.get(f"/api/order/{placed['order_id']}")).json()
+    assert (stored["item"], stored["customer_id"]) == (text.strip(), text.strip())
+
+
+async def test_payment_service_names_every_invalid_field(stack: Stack) -> None:
+    assert stack.payments is not None
+    body = {"order_id": "\ud800" * 32, "amount": True, "card_number": "\uff14\uff12\uff14\uff12"}  # full-width digits
+    async with stack.gateway.session.post(f"{stack.payments.url}/payments", json=body) as response:
+        assert response.status == 422
+        assert (await response.json())["error"] == {
+            "code": "validation_failed",
+            "message": "Invalid payment request.",
+            "fields": {
+                "order_id": "must be 32 lowercase hex digits",
+                "amount": "must be a number greater than 0",
+                "card_number": "must be a string of digits",
+            },
+        }
 
 
 async def test_non_finite_price_is_422(stack: Stack) -> None:

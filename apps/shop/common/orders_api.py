@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
-from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from shop.common.errors import ApiError
+from shop.common.validation import TEXT_MESSAGES, FieldMessages, Text, validate_body
 
 MIN_QUANTITY, MAX_QUANTITY = 1, 1000
 MAX_UNIT_PRICE = 1_000_000
-MAX_TEXT_LENGTH = 200
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 ORDER_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 
@@ -36,13 +37,26 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-@dataclass(frozen=True)
-class OrderRequest:
-    item: str
-    quantity: int
-    unit_price: float
-    customer_id: str
-    card_number: str
+def _passes_luhn(digits: str) -> str:
+    if not luhn_valid(digits):
+        raise PydanticCustomError("luhn", "fails the Luhn check")
+    return digits
+
+
+CardNumber = Annotated[str, StringConstraints(pattern=r"^[0-9]{12,19}$"), AfterValidator(_passes_luhn)]
+
+
+class OrderRequest(BaseModel):
+    """An order as the gateway and order-service accept it. Strict: no bool for a number, no "2" for 2."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    # In the order the 422 lists them.
+    item: Text
+    customer_id: Text
+    quantity: Annotated[int, Field(ge=MIN_QUANTITY, le=MAX_QUANTITY)]
+    unit_price: Annotated[float, Field(gt=0, le=MAX_UNIT_PRICE, allow_inf_nan=False)]
+    card_number: CardNumber
 
     @property
     def card_last4(self) -> str:
@@ -65,69 +79,29 @@ class OrderRequest:
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "item": self.item,
-            "quantity": self.quantity,
-            "unit_price": self.unit_price,
-            "customer_id": self.customer_id,
-            "card_number": self.card_number,
-        }
+        return self.model_dump()
 
 
-def _text_field(payload: dict[str, Any], name: str, problems: dict[str, str]) -> str:
-    value = payload.get(name)
-    if not isinstance(value, str):
-        problems[name] = "required string" if value is None else "must be a string"
-        return ""
-    stripped = value.strip()
-    if not stripped or len(stripped) > MAX_TEXT_LENGTH:
-        problems[name] = f"must be 1 to {MAX_TEXT_LENGTH} characters"
-    return stripped
+ORDER_MESSAGES: dict[str, FieldMessages] = {
+    "item": TEXT_MESSAGES,
+    "customer_id": TEXT_MESSAGES,
+    "quantity": {
+        "required": "required integer",
+        "type": "must be an integer",
+        "value": f"must be between {MIN_QUANTITY} and {MAX_QUANTITY}",
+    },
+    "unit_price": {
+        "required": "required number",
+        "type": "must be a number",
+        "value": f"must be greater than 0 and at most {MAX_UNIT_PRICE}",
+    },
+    "card_number": {"required": "required string", "type": "must be a string", "value": "must be 12 to 19 digits"},
+}
 
 
 def parse_order_request(payload: dict[str, Any]) -> OrderRequest:
     """Validate a decoded JSON body; a 422 names every field that is wrong."""
-    problems: dict[str, str] = {}
-    item = _text_field(payload, "item", problems)
-    customer_id = _text_field(payload, "customer_id", problems)
-
-    quantity = payload.get("quantity")
-    if quantity is None:
-        problems["quantity"] = "required integer"
-    elif isinstance(quantity, bool) or not isinstance(quantity, int):
-        problems["quantity"] = "must be an integer"
-    elif not MIN_QUANTITY <= quantity <= MAX_QUANTITY:
-        problems["quantity"] = f"must be between {MIN_QUANTITY} and {MAX_QUANTITY}"
-
-    unit_price = payload.get("unit_price")
-    if unit_price is None:
-        problems["unit_price"] = "required number"
-    elif isinstance(unit_price, bool) or not isinstance(unit_price, int | float):
-        problems["unit_price"] = "must be a number"
-    elif not math.isfinite(unit_price) or not 0 < unit_price <= MAX_UNIT_PRICE:
-        problems["unit_price"] = f"must be greater than 0 and at most {MAX_UNIT_PRICE}"
-
-    card_number = payload.get("card_number")
-    if card_number is None:
-        problems["card_number"] = "required string"
-    elif not isinstance(card_number, str):
-        problems["card_number"] = "must be a string"
-    elif not card_number.isascii() or not card_number.isdigit() or not 12 <= len(card_number) <= 19:
-        problems["card_number"] = "must be 12 to 19 digits"
-    elif not luhn_valid(card_number):
-        problems["card_number"] = "fails the Luhn check"
-
-    if problems:
-        raise ApiError(
-            422,
-            "validation_failed",
-            "Invalid fields: " + ", ".join(sorted(problems)) + ".",
-            details={"fields": problems},
-        )
-    assert isinstance(quantity, int)
-    assert isinstance(unit_price, int | float)
-    assert isinstance(card_number, str)
-    return OrderRequest(item, quantity, float(unit_price), customer_id, card_number)
+    return validate_body(OrderRequest, payload, ORDER_MESSAGES)
 
 
 def parse_idempotency_key(raw: str | None) -> str | None:

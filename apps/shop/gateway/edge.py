@@ -25,7 +25,8 @@ def _fault_baggage(request: web.Request) -> dict[str, str]:
     entries: dict[str, str] = {}
     delay = request.headers.get(DELAY_HEADER)
     if delay is not None:
-        if not delay.isdigit() or int(delay) > faults.MAX_DELAY_MS:
+        # ASCII only: str.isdigit() is also true for "²", which int() refuses, and for other scripts' digits.
+        if not (delay.isascii() and delay.isdigit()) or int(delay) > faults.MAX_DELAY_MS:
             raise ApiError(
                 422,
                 "invalid_fault_header",

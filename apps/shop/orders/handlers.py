@@ -30,15 +30,14 @@ tracer = trace.get_tracer(__name__)
 
 
 def order_response(order: Order, *, replayed: bool = False) -> web.Response:
-    """201 for a paid order; a JSON error for any other outcome, always with the order_id."""
+    """201 for a paid order, 402 for a declined one: the only outcomes that get here
+    (a failed payment raises its 502 in ``_charge``)."""
     fields: dict[str, object] = {"order_id": order.order_id, "status": order.status, "total": order.total}
     if replayed:
         fields["idempotent_replay"] = True
-    if order.status == PAID:
-        return web.json_response({**fields, "trace_id": current_trace_id()}, status=201)
     if order.status == PAYMENT_DECLINED:
         raise ApiError(402, "payment_declined", "The card was declined.", fields=fields)
-    raise ApiError(502, "payment_failed", "The payment could not be completed.", fields=fields)
+    return web.json_response({**fields, "trace_id": current_trace_id()}, status=201)
 
 
 async def _existing_order(request: web.Request, key: str, order_request: OrderRequest) -> Order | None:
@@ -65,8 +64,7 @@ async def _find_or_create(request: web.Request, key: str | None, order_request: 
         return await store.create(order_request, key, current_trace_id()), False
     except DuplicateIdempotencyKey:
         # A concurrent request with the same key won the insert: treat this one as its retry.
-        assert key is not None
-        existing = await _existing_order(request, key, order_request)
+        existing = await _existing_order(request, key, order_request) if key is not None else None
         if existing is None:
             raise
         return existing, True

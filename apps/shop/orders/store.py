@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS orders (
     card_last4 TEXT NOT NULL,
     status TEXT NOT NULL,
     payment_id TEXT,
-    trace_id TEXT NOT NULL,
+    trace_id TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 )
@@ -71,14 +71,17 @@ class Order:
     card_last4: str
     status: str
     payment_id: str | None
-    trace_id: str
+    # The trace of the request that created the order; None once that trace may not have been kept.
+    trace_id: str | None
     created_at: str
     updated_at: str
 
     def public(self) -> dict[str, Any]:
-        """What ``GET /orders/{id}`` shows: everything but the idempotency internals."""
+        """What ``GET /orders/{id}`` shows: everything but the idempotency internals, and the
+        trace that placed the order under a name that says so (``trace_id`` is each answer's own)."""
         shown = asdict(self)
         del shown["idempotency_key"], shown["request_fingerprint"]
+        shown["created_by_trace_id"] = shown.pop("trace_id")
         return shown
 
 
@@ -125,7 +128,7 @@ class OrderStore:
     async def ping(self) -> None:
         await self._db.execute("SELECT 1")
 
-    async def create(self, request: OrderRequest, idempotency_key: str | None, trace_id: str) -> Order:
+    async def create(self, request: OrderRequest, idempotency_key: str | None, trace_id: str | None) -> Order:
         now = _now()
         order = Order(
             order_id=uuid.uuid4().hex,

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
-import math
-from typing import Any
+from typing import Annotated
 
 from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shop.common.errors import ApiError, read_json_object
 from shop.common.faults import PaymentFaults
 from shop.common.ops import trace_exemplar
 from shop.common.orders_api import ORDER_ID_PATTERN
+from shop.common.validation import FieldMessages, validate_body
 from shop.payments.keys import METRICS, PROCESSOR, SETTINGS
 from shop.payments.processor import DECLINED, Charge, ProcessorUnavailable
 
@@ -21,23 +22,22 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 
-def _parse_payment(payload: dict[str, Any]) -> tuple[str, float, str]:
-    problems: dict[str, str] = {}
-    order_id = payload.get("order_id")
-    if not isinstance(order_id, str) or not ORDER_ID_PATTERN.match(order_id):
-        problems["order_id"] = "must be 32 lowercase hex digits"
-    amount = payload.get("amount")
-    if isinstance(amount, bool) or not isinstance(amount, int | float) or not math.isfinite(amount) or amount <= 0:
-        problems["amount"] = "must be a number greater than 0"
-    card_number = payload.get("card_number")
-    if not isinstance(card_number, str) or not card_number.isascii() or not card_number.isdigit():
-        problems["card_number"] = "must be a string of digits"
-    if problems:
-        raise ApiError(422, "validation_failed", "Invalid payment request.", details={"fields": problems})
-    assert isinstance(order_id, str)
-    assert isinstance(amount, int | float)
-    assert isinstance(card_number, str)
-    return order_id, float(amount), card_number
+class PaymentRequest(BaseModel):
+    """What order-service sends. Strict: no bool for a number, no "2" for 2."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    order_id: Annotated[str, StringConstraints(pattern=ORDER_ID_PATTERN.pattern)]
+    amount: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    card_number: Annotated[str, StringConstraints(pattern=r"^[0-9]+$")]
+
+
+# One message per field, whatever is wrong with it.
+PAYMENT_MESSAGES: dict[str, FieldMessages] = {
+    "order_id": {"value": "must be 32 lowercase hex digits"},
+    "amount": {"value": "must be a number greater than 0"},
+    "card_number": {"value": "must be a string of digits"},
+}
 
 
 def _record_faults(request: web.Request, faults: PaymentFaults) -> None:
@@ -50,7 +50,10 @@ def _record_faults(request: web.Request, faults: PaymentFaults) -> None:
 
 
 async def create_payment(request: web.Request) -> web.Response:
-    order_id, amount, card_number = _parse_payment(await read_json_object(request))
+    payment = validate_body(
+        PaymentRequest, await read_json_object(request), PAYMENT_MESSAGES, "Invalid payment request."
+    )
+    order_id, amount, card_number = payment.order_id, payment.amount, payment.card_number
     faults = PaymentFaults.from_baggage()
     metrics = request.app[METRICS]
     _record_faults(request, faults)

@@ -13,7 +13,9 @@ from aiohttp.typedefs import Handler
 from opentelemetry import context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 
-_propagator = W3CBaggagePropagator()
+from shop.common.propagation import TextOnlyPropagator
+
+_propagator = TextOnlyPropagator(W3CBaggagePropagator())
 
 
 @web.middleware

@@ -20,6 +20,7 @@ logging.getLogger("opentelemetry").addHandler(logging.NullHandler())
 from prometheus_client import disable_created_metrics  # noqa: E402
 
 from shop.common.parser_errors import install_json_parser_errors  # noqa: E402
+from shop.common.propagation import install_text_only_propagation  # noqa: E402
 from shop.settings import TelemetrySettings  # noqa: E402
 from shop.telemetry import OTEL_ENV_DEFAULTS, Telemetry, TelemetryExporters, configure_telemetry  # noqa: E402
 
@@ -30,6 +31,8 @@ def prepare_process(settings: TelemetrySettings, exporters: TelemetryExporters |
     - ``OTEL_ENV_DEFAULTS`` into ``os.environ``, where the operator set nothing: the SDK and the
       instrumentations read those variables only from there.
     - JSON answers for the errors aiohttp's HTTP parser sends itself (a class attribute of aiohttp).
+    - The global propagator ignores header values that are not text (a 500 otherwise; see
+      ``shop.common.propagation``).
     - No ``*_created`` series from prometheus-client: they would double every counter for no use
       here (a module-wide switch).
     - Telemetry: the global tracer, meter and logger providers, root logging, and the aiohttp
@@ -38,5 +41,6 @@ def prepare_process(settings: TelemetrySettings, exporters: TelemetryExporters |
     for name, value in OTEL_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
     install_json_parser_errors()
+    install_text_only_propagation()
     disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
     return configure_telemetry(settings, exporters)

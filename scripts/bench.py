@@ -315,7 +315,8 @@ def drills(args: argparse.Namespace, workdir: Path) -> None:
     """Full telemetry at the fixed rate with the Collector up, down, and killed then restarted mid-phase."""
     print("==> drills: starting the Collector and the services", file=sys.stderr, flush=True)
     with telemetry_backend(workdir / "drills", True) as (env, collector, _):
-        assert collector is not None
+        if collector is None:
+            raise RuntimeError("the drills need the Collector, and telemetry_backend started none")
         shop = bench_shop(workdir / "drills" / "shop", args, env)
         try:
             shop.start_all()

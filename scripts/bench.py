@@ -36,7 +36,7 @@ from harness.orders import order_body
 from harness.otlp_sink import OtlpSink
 from harness.processes import Shop, http
 
-SPANS_PER_ORDER = 9  # a paid order's trace: see README
+SPANS_PER_ORDER = 9  # a paid order's trace: docs/telemetry.md
 WRK_SCRIPT = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{body}'

@@ -1,7 +1,7 @@
 """``make demo``: one order of each kind through the gateway, and where to see each one in Grafana.
 
 Places a paid, a declined, a slow-payment, a failing-payment and an invalid order, then prints a
-table: what each got back against what the README documents, the latency, the trace ID, and two
+table: what each got back against what docs/api.md documents, the latency, the trace ID, and two
 Grafana Explore links per order, one to its trace in Tempo and one to its logs in Loki. Exits 1 if
 any order was not answered as documented, 2 if the gateway cannot be reached.
 

@@ -94,7 +94,7 @@ CARD_DIGITS = "must be 12 to 19 digits"
 FIELD_ORDER = ["item", "customer_id", "quantity", "unit_price", "card_number"]
 
 
-# The 422's exact words are part of the API: clients show them, the README prints them.
+# The 422's exact words are part of the API: clients show them, docs/api.md prints them.
 @pytest.mark.parametrize(
     ("changes", "problems"),
     [
@@ -151,7 +151,7 @@ async def test_invalid_fields_are_422_naming_each_field(
     assert_error(answer, "validation_failed")
     assert answer["error"]["message"] == f"Invalid fields: {', '.join(sorted(problems))}."
     assert answer["error"]["fields"] == problems
-    # Always listed in one order, as the README shows them.
+    # Always listed in one order, as docs/api.md shows them.
     assert list(answer["error"]["fields"]) == [f for f in FIELD_ORDER if f in problems]
     assert not [s for s in capture.spans() if s.name == "POST /orders"], "nothing reaches order-service"
 

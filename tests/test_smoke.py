@@ -1,5 +1,5 @@
 """``make smoke`` outside a running stack: one clear line, not a traceback. (Its Prometheus half runs
-against the real Prometheus in test_stack.py; its Tempo and Loki halves were run by hand, see README.)"""
+against the real Prometheus in test_stack.py; its Tempo and Loki halves were run by hand, see docs/verification.md.)"""
 
 from __future__ import annotations
 

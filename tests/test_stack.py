@@ -296,7 +296,7 @@ def test_every_grafana_query_returns_data(stack: Stack) -> None:
 
 def test_logs_carry_trace_context_where_lokis_derived_field_looks_for_it(stack: Stack) -> None:
     """Loki's OTLP ingestion stores a record's trace_id field as structured metadata ``trace_id``:
-    the Grafana derived field matches that label (checked by hand against Loki 3.7.6, see README).
+    the Grafana derived field matches that label (checked by hand against Loki 3.7.6, see docs/verification.md).
     Here: every record the Collector sent carries the field, and no attribute shadows the name."""
     [loki] = [source for source in datasources() if source["uid"] == "loki"]
     label = loki["jsonData"]["derivedFields"][0]["matcherRegex"]

@@ -46,7 +46,7 @@ def run_service(
     app = create_app()
     # Process-wide too, but it belongs here, after the app is built: everything allocated so far
     # lives as long as the process, so keep it out of the collector's full passes, which
-    # otherwise walk it all and stall requests (see README, Performance).
+    # otherwise walk it all and stall requests (docs/performance.md).
     gc.freeze()
     try:
         web.run_app(

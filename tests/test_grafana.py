@@ -113,8 +113,16 @@ def matchers(selector: str) -> list[tuple[str, str, str]]:
 
 
 def cannot_match_empty(operator: str, value: str) -> bool:
-    # Loki anchors regexes and uses RE2; Python's re.fullmatch stands in for it on these simple patterns.
-    return (operator == "=" and value != "") or (operator == "=~" and re.fullmatch(value, "") is None)
+    """Whether a matcher rejects the empty value, i.e. Prometheus's ``labels.Matcher.Matches("")`` is false:
+    Loki keeps only such matchers to select streams (util.SplitFiltersAndMatchers) and refuses a selector
+    left without one. Loki anchors regexes and uses RE2; Python's re.fullmatch stands in for it here."""
+    matches_empty = {
+        "=": value == "",
+        "!=": value != "",
+        "=~": re.fullmatch(value, "") is not None,
+        "!~": re.fullmatch(value, "") is None,
+    }[operator]
+    return not matches_empty
 
 
 def test_every_loki_stream_selector_keeps_a_matcher_that_cannot_match_empty_with_variables_at_all() -> None:
@@ -140,6 +148,8 @@ def test_every_loki_stream_selector_keeps_a_matcher_that_cannot_match_empty_with
         ('{service_name=""}', False),
         ('{service_name=~".*", job="shop"} | trace_id="1"', True),
         ('{service_name!="x"}', False),
+        ('{service_name!=""}', True),
+        ('{service_name!~"a|b"}', False),
         ("{service_name=~`(a|b)`}", True),
         ("{}", False),
     ],

@@ -17,7 +17,7 @@ from grafana_foundation_sdk.builders.loki import Dataquery as LokiQuery
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard as DashboardModel
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, GridPos, VariableRefresh
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, GridPos, Panel, RowPanel, VariableRefresh
 from grafana_foundation_sdk.models.tempo import TempoQueryType
 
 OUTPUT = Path(__file__).resolve().parent / "dashboards"
@@ -70,7 +70,10 @@ def service_variable() -> dashboard.QueryVariable:
         .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
         .multi(True)
         .include_all(True)
-        .all_value(".*")
+        # "All" must not match the empty string: Loki refuses a selector such as {service_name=~".*"}
+        # ("queries require at least one regexp or equality matcher that does not have an
+        # empty-compatible value"). ".+" selects every service in Loki, Prometheus and TraceQL alike.
+        .all_value(".+")
     )
 
 
@@ -203,6 +206,9 @@ def overview_dashboard() -> dashboard.Dashboard:
             .datasource(LOKI)
             .grid_pos(at(12, 12, 12, 12))
             .show_time(True)
+            # The SDK writes every option it models, so an unset flag reaches Grafana as false; the panel's
+            # own default is true. The derived-field link to the trace lives in log details.
+            .enable_log_details(True)
             .with_target(service_logs)
         )
     )
@@ -265,8 +271,24 @@ DASHBOARDS: dict[str, Callable[[], Builder[DashboardModel]]] = {
 }
 
 
+def number_panels(model: DashboardModel) -> DashboardModel:
+    """Give every panel, rows and the panels inside them too, a unique ``id`` in layout order.
+
+    The SDK leaves ``id`` unset (and a row's at 0); Grafana 13 converts v1 dashboards on load and has
+    dropped id-less panels in that conversion before.
+    """
+    panels: list[Panel | RowPanel] = []
+    for panel in model.panels or []:
+        panels.append(panel)
+        if isinstance(panel, RowPanel):
+            panels.extend(panel.panels)
+    for number, panel in enumerate(panels, start=1):
+        panel.id_val = number
+    return model
+
+
 def render(build: Callable[[], Builder[DashboardModel]]) -> str:
-    return json.dumps(build().build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+    return json.dumps(number_panels(build().build()), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
 
 
 def main(argv: list[str]) -> int:

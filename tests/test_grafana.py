@@ -13,6 +13,8 @@ import pytest
 
 from grafana_queries import all_values, dashboards, datasources, logql_expressions, walk
 
+pytestmark = pytest.mark.unit
+
 # Grafana's rangeUtil.intervalToMs: a signed number and a unit (packages/grafana-data/src/datetime/rangeutil.ts).
 INTERVAL = re.compile(r"^(-?\d+(?:\.\d+)?)(ms|[Mwdhmsy])")
 UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}

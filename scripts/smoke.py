@@ -1,7 +1,8 @@
 """``make smoke``: against a running compose stack, follow every link a person would click.
 
-Places one order, then checks: its trace in Tempo by ID, its logs in Loki by trace_id, span metrics and
-an exemplar in Prometheus whose trace Tempo has, Grafana's health and each data source's health.
+Places one order, then checks: its trace in Tempo by ID and by a TraceQL search on its order.id (with how
+long the search took to find it), its logs in Loki by trace_id, span metrics and an exemplar in Prometheus
+whose trace Tempo has, Grafana's health and each data source's health.
 Prints a checklist; exits 1 on any miss, 2 if the gateway cannot be reached at all. Addresses and the
 Grafana password come from the environment (defaults: the compose ports on 127.0.0.1, and
 GRAFANA_ADMIN_PASSWORD from .env). Standard library only, with the harness's standard-library modules on
@@ -88,6 +89,18 @@ def tempo_trace_services(tempo_url: str, trace_id: str) -> set[str]:
     return names
 
 
+def tempo_search_finds(tempo_url: str, order_id: str, trace_id: str, since_s: int = 3600) -> bool:
+    """Whether a TraceQL search on the order's ID (as the Recent traces panel searches) lists its trace."""
+    now = int(time.time())
+    query = f'{{ span.order.id = "{order_id}" }}'
+    params = urllib.parse.urlencode({"q": query, "start": str(now - since_s), "end": str(now + 60), "limit": "20"})
+    status, body = request(f"{tempo_url}/api/search?{params}")
+    if status != 200 or not isinstance(body, dict):
+        return False
+    # Tempo's search answers may drop a trace ID's leading zeros: compare the numbers.
+    return any(int(found["traceID"], 16) == int(trace_id, 16) for found in body.get("traces") or [])
+
+
 def loki_trace_services(loki_url: str, trace_id: str, since_s: int = 3600) -> set[str]:
     """The services whose log lines carry this trace_id (structured metadata), from Loki's query API."""
     now_ns = time.time_ns()
@@ -157,11 +170,15 @@ def main() -> int:
         return 2
     if not checks.check(status == 201, "place an order through the gateway", f"HTTP {status}"):
         return 1
+    answered = time.monotonic()
     trace_id = order["trace_id"]
     print(f"       trace_id {trace_id}")
 
     in_tempo = eventually(lambda: tempo_trace_services(urls["tempo"], trace_id), timeout_s) or set()
     checks.check(in_tempo == SERVICES, "the trace in Tempo by ID, spans from all three services", str(sorted(in_tempo)))
+    found = eventually(lambda: tempo_search_finds(urls["tempo"], order["order_id"], trace_id), timeout_s)
+    waited = f"after {time.monotonic() - answered:.0f} s (polled every 2 s)" if found else f"not in {timeout_s:g} s"
+    checks.check(bool(found), "the trace found by TraceQL search on its order.id", waited)
     in_loki = eventually(lambda: loki_trace_services(urls["loki"], trace_id), timeout_s) or set()
     checks.check(in_loki == SERVICES, "its logs in Loki by trace_id, from all three services", str(sorted(in_loki)))
 

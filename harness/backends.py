@@ -73,6 +73,17 @@ class Collector:
                 totals[sample.name.removesuffix("_total")] += sample.value
         return dict(totals)
 
+    def exported_sum(self, sample_name: str, **labels: str) -> float:
+        """The sum of one metric's samples with these labels, as the Collector's Prometheus exporter shows it."""
+        status, text, _ = http("GET", f"http://{self.prometheus_target}/metrics")
+        assert status == 200
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == sample_name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
     def wait_until_idle(self, timeout_s: float = 30) -> None:
         """Until all it accepted has been sent on and nothing new arrived for a while (bounded)."""
         deadline = time.monotonic() + timeout_s
@@ -126,6 +137,17 @@ def collector_with_stand_ins(workdir: Path) -> Iterator[tuple[Collector, OtlpSin
             yield collector, tempo, loki
         finally:
             collector.process.stop()
+
+
+def scrape_targets(collector: Collector, shop_ports: dict[str, int]) -> dict[str, str]:
+    """prometheus.yml's compose targets, each moved to where the test's Collector and services listen."""
+    return {
+        "otel-collector:8889": collector.prometheus_target,
+        "otel-collector:8888": collector.telemetry_target,
+        "gateway:8000": f"127.0.0.1:{shop_ports['shop.gateway']}",
+        "order-service:8001": f"127.0.0.1:{shop_ports['shop.orders']}",
+        "payment-service:8002": f"127.0.0.1:{shop_ports['shop.payments']}",
+    }
 
 
 class Prometheus:

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import sys
 import time
 import urllib.error
@@ -103,6 +104,11 @@ class Answer:
         return value if isinstance(value, str) and TRACE_ID.fullmatch(value) else None
 
     @property
+    def trace_kept(self) -> bool:
+        """Whether the gateway says the trace was kept (sampled): only then does Tempo have it."""
+        return isinstance(self.body, dict) and self.body.get("trace_sampled") is True
+
+    @property
     def fault_headers_ignored(self) -> bool:
         """A fault was asked for, yet the order was paid at once: the gateway does not honour fault headers."""
         paid_at_once = (self.status, self.outcome) == (201, "paid") and (
@@ -131,11 +137,17 @@ def check_reachable(gateway_url: str) -> None:
         raise GatewayUnreachable(str(getattr(error, "reason", error))) from error
 
 
+def sampled_traceparent() -> str:
+    """A new trace that asks to be kept: honoured only where GATEWAY_ALLOW_FORCED_SAMPLING=true, and
+    then counted exactly once; otherwise the gateway decides as for any caller."""
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
 def place(gateway_url: str, kind: Kind) -> Answer:
     request = urllib.request.Request(  # noqa: S310 (the operator's URL, checked to be http(s))
         f"{gateway_url}/api/order",
         data=json.dumps(kind.body).encode(),
-        headers={"Content-Type": "application/json", **kind.headers},
+        headers={"Content-Type": "application/json", "traceparent": sampled_traceparent(), **kind.headers},
         method="POST",
     )
     started = time.perf_counter()
@@ -211,6 +223,8 @@ def print_table(answers: Sequence[Answer], grafana_url: str) -> None:
         print(line(row))
         if answer.trace_id is None:
             print("    no trace_id in the answer: nothing to link to")
+        elif not answer.trace_kept:
+            print("    trace not kept (TRACES_SAMPLE_RATIO below 1): no link to a trace Tempo does not have")
         else:
             print(f"    trace in Tempo: {tempo_link(grafana_url, answer.trace_id)}")
             print(f"    logs in Loki:   {loki_link(grafana_url, answer.trace_id)}")

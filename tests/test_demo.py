@@ -119,3 +119,16 @@ def test_demo_with_the_gateway_down_says_so_in_one_line_and_exits_2() -> None:
     (error,) = result.stderr.splitlines()
     assert error.startswith(f"demo: cannot reach the gateway at {gateway} (")
     assert error.endswith("start the stack: docker compose up -d (or make run)")
+
+
+@pytest.mark.parametrize("forced", [False, True])
+def test_demo_links_only_traces_that_were_kept(tmp_path: Path, forced: bool) -> None:
+    """At a tiny sampling ratio the demo prints no link to a trace Tempo never got; where the operator
+    allows forced sampling, the demo's own traceparent keeps every one of its traces."""
+    env = {"TRACES_SAMPLE_RATIO": "0.000001", "GATEWAY_ALLOW_FORCED_SAMPLING": str(forced).lower()}
+    with running_shop(tmp_path, GATEWAY_ALLOW_FAULT_HEADERS="true", **env) as shop:
+        result = run_demo(shop.gateway)
+    assert result.returncode == 0, result.stdout + result.stderr
+    links = result.stdout.count("trace in Tempo:")
+    not_kept = result.stdout.count("trace not kept")
+    assert (links, not_kept) == ((5, 0) if forced else (0, 5)), result.stdout

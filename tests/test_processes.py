@@ -83,6 +83,12 @@ def test_telemetry_off_still_serves_orders(tmp_path: Path) -> None:
         ("PORT", "eighty", "PORT='eighty' is not a whole number"),
         ("OTEL_SDK_DISABLED", "maybe", "OTEL_SDK_DISABLED='maybe' is not a boolean (use true or false)"),
         ("ORDERS_URL", "localhost:8001", "ORDERS_URL='localhost:8001' must start with http:// or https://"),
+        # The SDK would ignore it beside the shop's own sampler, so it is refused rather than ignored.
+        (
+            "OTEL_TRACES_SAMPLER",
+            "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER is not read here: set TRACES_SAMPLE_RATIO (0 < p <= 1)",
+        ),
         # Read and checked by the SDK itself, not by shop.settings: an error it raises, or a warning
         # it logs before going on without the value or with its own default, stops start-up.
         (

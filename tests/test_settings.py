@@ -91,6 +91,9 @@ def test_variables_replace_the_defaults_and_blank_ones_do_not() -> None:
     ("env", "message"),
     [
         ({"PORT": "70000"}, "PORT=70000 is outside 0..65535"),
+        ({"TRACES_SAMPLE_RATIO": "0"}, "TRACES_SAMPLE_RATIO=0 would keep no trace at all"),
+        ({"TRACES_SAMPLE_RATIO": "1.5"}, "TRACES_SAMPLE_RATIO=1.5 is outside 0.0..1.0"),
+        ({"TRACES_SAMPLE_RATIO": "tenth"}, "TRACES_SAMPLE_RATIO='tenth' is not a number"),
         ({"PAYMENTS_FAILURE_RATE": "2"}, "PAYMENTS_FAILURE_RATE=2.0 is outside 0.0..1.0"),
         ({"PAYMENTS_LATENCY_MIN_MS": "90", "PAYMENTS_LATENCY_MAX_MS": "10"}, "is above PAYMENTS_LATENCY_MAX_MS=10"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='LOUD' must be"),

@@ -18,7 +18,15 @@ import pytest
 
 import smoke
 from grafana_queries import datasources, promql_expressions
-from harness.backends import COLLECTOR_CONFIG, PROMETHEUS_RULES, Collector, Prometheus, collector_with_stand_ins, dump
+from harness.backends import (
+    COLLECTOR_CONFIG,
+    PROMETHEUS_RULES,
+    Collector,
+    Prometheus,
+    collector_with_stand_ins,
+    dump,
+    scrape_targets,
+)
 from harness.orders import DECLINED_CARD, DELAY_HEADER, FAIL_HEADER, GOOD_CARD, order_body
 from harness.otlp_sink import OtlpSink
 from harness.processes import SERVICE_NAMES, Shop, http
@@ -91,16 +99,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         prometheus = None
         try:
             shop.start_all()
-            prometheus = Prometheus(
-                workdir / "prometheus",
-                {
-                    "otel-collector:8889": collector.prometheus_target,
-                    "otel-collector:8888": collector.telemetry_target,
-                    "gateway:8000": f"127.0.0.1:{shop.ports['shop.gateway']}",
-                    "order-service:8001": f"127.0.0.1:{shop.ports['shop.orders']}",
-                    "payment-service:8002": f"127.0.0.1:{shop.ports['shop.payments']}",
-                },
-            )
+            prometheus = Prometheus(workdir / "prometheus", scrape_targets(collector, shop.ports))
             # Prometheus computes rates from increases it has seen: a counter series whose first
             # sample already holds every event shows no rate. So a first round creates the series,
             # and a second one, once they are scraped, makes them grow.

@@ -107,6 +107,14 @@ def url(name: str, raw: str) -> str:
     return value
 
 
+def ratio(name: str, raw: str) -> float:
+    """A probability above 0 and at most 1."""
+    value = _in_range(float, 0.0, 1.0)(name, raw)
+    if value == 0:
+        raise SettingsError(f"{name}=0 would keep no trace at all; the ratio must be above 0 and at most 1")
+    return value
+
+
 def path(name: str, raw: str) -> Path:
     return Path(raw)
 
@@ -133,6 +141,15 @@ class TelemetrySettings:
     log_level: str = variable("LOG_LEVEL", log_level, "INFO")
     # How long shutdown may spend flushing buffered telemetry before giving up.
     shutdown_timeout_s: float = variable("OTEL_SHUTDOWN_TIMEOUT_S", number(0.1, 60.0), 5.0)
+    # Head sampling (shop.sampling): the probability that a trace is kept. 1.0 keeps every trace, as
+    # the demo promises; .env says what a production value such as 0.1 trades.
+    sample_ratio: float = variable("TRACES_SAMPLE_RATIO", ratio, 1.0)
+    # True for the service that decides for the traces entering the shop (the gateway); the others
+    # follow their caller's decision.
+    decides_sampling: bool = False
+    # Where this service decides: keep a trace whose inbound traceparent says "sampled" (counted
+    # exactly once). Off by default: a caller must not steer sampling unless the operator allows it.
+    allow_forced_sampling: bool = variable("GATEWAY_ALLOW_FORCED_SAMPLING", boolean, False)
 
 
 @dataclass(frozen=True)
@@ -145,7 +162,7 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    telemetry: TelemetrySettings = TelemetrySettings(GATEWAY)
+    telemetry: TelemetrySettings = TelemetrySettings(GATEWAY, decides_sampling=True)
     server: ServerSettings = ServerSettings(DEFAULT_PORTS[GATEWAY])
     orders_url: str = variable("ORDERS_URL", url, f"http://127.0.0.1:{DEFAULT_PORTS[ORDER_SERVICE]}")
     # Above the order service's own payment timeout, so that its answer arrives first.

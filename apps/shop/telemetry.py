@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import _logs, metrics, trace
+from opentelemetry import _logs, context, metrics, trace
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -37,6 +37,7 @@ from opentelemetry.trace import format_span_id, format_trace_id
 from opentelemetry.util.types import AttributeValue
 from pythonjsonlogger.json import JsonFormatter
 
+from shop.sampling import ShopSampler
 from shop.settings import SettingsError, TelemetrySettings
 
 # Loggers of our own code; only these are exported over OTLP. The SDK's exporters log
@@ -192,6 +193,26 @@ def refused_by_sdk(variables: str) -> Iterator[None]:
         raise SettingsError(f"{variables}: {complaints.messages[0]}")
 
 
+class SampledLoggingHandler(LoggingHandler):
+    """OTLP log records that follow the trace's sampling decision (trace-based log filtering).
+
+    In a trace that was not kept, records below WARNING are not exported at all, and WARNING and
+    above are exported without trace context: no line in Loki offers a link to a trace that Tempo
+    never received. At a ratio of 1.0 every trace is kept and nothing changes.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        span_context = trace.get_current_span().get_span_context()
+        if not span_context.is_valid or span_context.trace_flags.sampled:
+            super().emit(record)
+        elif record.levelno >= logging.WARNING:
+            token = context.attach(trace.set_span_in_context(trace.INVALID_SPAN))
+            try:
+                super().emit(record)
+            finally:
+                context.detach(token)
+
+
 class FrozenResource(Resource):
     """A Resource that computes its hash once.
 
@@ -250,7 +271,13 @@ def configure_telemetry(settings: TelemetrySettings, exporters: TelemetryExporte
 
     # No atexit hooks: their shutdown blocks for the full export timeout when the Collector is
     # down. Telemetry.shutdown() is the one shutdown, and it has a deadline.
-    tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    if os.environ.get("OTEL_TRACES_SAMPLER"):
+        # The SDK would ignore it beside the sampler given here: say so rather than sample otherwise.
+        raise SettingsError("OTEL_TRACES_SAMPLER is not read here: set TRACES_SAMPLE_RATIO (0 < p <= 1)")
+    sampler = ShopSampler(
+        settings.sample_ratio, decides=settings.decides_sampling, allow_forced=settings.allow_forced_sampling
+    )
+    tracer_provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
     with refused_by_sdk("OTEL_BSP_*"):
         span_processor = (
             BatchSpanProcessor(exporters.span_exporter)
@@ -274,7 +301,7 @@ def configure_telemetry(settings: TelemetrySettings, exporters: TelemetryExporte
     metrics.set_meter_provider(meter_provider)
     _logs.set_logger_provider(logger_provider)
 
-    logging.getLogger(APP_LOGGER).addHandler(LoggingHandler(logger_provider=logger_provider))
+    logging.getLogger(APP_LOGGER).addHandler(SampledLoggingHandler(logger_provider=logger_provider))
     with warnings.catch_warnings():
         # The instrumentor subclasses web.Application by design (aiohttp < 4 allows it, with this warning).
         warnings.filterwarnings("ignore", "Inheritance class _InstrumentedApplication", DeprecationWarning)
@@ -283,6 +310,14 @@ def configure_telemetry(settings: TelemetrySettings, exporters: TelemetryExporte
     return Telemetry(settings, tracer_provider, meter_provider, logger_provider)
 
 
-def current_trace_id() -> str:
-    """The active trace's ID as 32 lowercase hex digits (all zeros when telemetry is off)."""
-    return format_trace_id(trace.get_current_span().get_span_context().trace_id)
+def trace_fields() -> dict[str, str | bool]:
+    """How every answer names its trace: the ID, and whether the trace was kept (sampled), so that a
+    caller knows whether Tempo will have it."""
+    span_context = trace.get_current_span().get_span_context()
+    return {"trace_id": format_trace_id(span_context.trace_id), "trace_sampled": span_context.trace_flags.sampled}
+
+
+def kept_trace_id() -> str | None:
+    """The active trace's ID if it is being kept, else None (there will be no trace to open)."""
+    span_context = trace.get_current_span().get_span_context()
+    return format_trace_id(span_context.trace_id) if span_context.trace_flags.sampled else None

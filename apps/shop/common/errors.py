@@ -17,7 +17,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.propagators import TraceResponsePropagator
 from opentelemetry.trace import StatusCode
 
-from shop.telemetry import current_trace_id
+from shop.telemetry import trace_fields
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class ApiError(Exception):
         return {
             **self.fields,
             "error": {"code": self.code, "message": self.message, **self.details},
-            "trace_id": current_trace_id(),
+            **trace_fields(),
         }
 
 

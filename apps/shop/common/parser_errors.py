@@ -16,7 +16,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from shop.common.errors import HTTP_ERROR_CODES
-from shop.telemetry import current_trace_id
+from shop.telemetry import trace_fields
 
 _aiohttp_handle_error = RequestHandler.handle_error
 
@@ -33,7 +33,7 @@ def _json_handle_error(
     body = {
         "error": {"code": HTTP_ERROR_CODES.get(status, "http_error"), "message": f"{HTTPStatus(status).phrase}."},
         # All zeros: the request was refused before any span began.
-        "trace_id": current_trace_id(),
+        **trace_fields(),
     }
     response = web.json_response(body, status=status)
     response.force_close()

@@ -13,7 +13,7 @@ from shop.common.ops import trace_exemplar
 from shop.common.orders_api import ORDER_ID_PATTERN, parse_idempotency_key, parse_order_request
 from shop.gateway.keys import METRICS, ORDERS_SESSION, SETTINGS
 from shop.settings import ORDER_SERVICE
-from shop.telemetry import current_trace_id
+from shop.telemetry import trace_fields
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ async def _call_orders(request: web.Request, method: str, path: str, **kwargs: A
         **kwargs,
     )
     # One trace end to end, so this is the ID order-service saw too; set it in case it had none.
-    return web.json_response({**body, "trace_id": current_trace_id()}, status=status)
+    return web.json_response({**body, **trace_fields()}, status=status)
 
 
 async def place_order(request: web.Request) -> web.Response:

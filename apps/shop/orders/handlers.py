@@ -23,7 +23,7 @@ from shop.common.orders_api import (
 from shop.orders.keys import IN_FLIGHT, METRICS, PAYMENTS_SESSION, SETTINGS, STORE
 from shop.orders.payments_client import request_payment
 from shop.orders.store import DuplicateIdempotencyKey, Order
-from shop.telemetry import current_trace_id
+from shop.telemetry import kept_trace_id, trace_fields
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -37,7 +37,7 @@ def order_response(order: Order, *, replayed: bool = False) -> web.Response:
         fields["idempotent_replay"] = True
     if order.status == PAYMENT_DECLINED:
         raise ApiError(402, "payment_declined", "The card was declined.", fields=fields)
-    return web.json_response({**fields, "trace_id": current_trace_id()}, status=201)
+    return web.json_response({**fields, **trace_fields()}, status=201)
 
 
 async def _existing_order(request: web.Request, key: str, order_request: OrderRequest) -> Order | None:
@@ -61,7 +61,7 @@ async def _find_or_create(request: web.Request, key: str | None, order_request: 
         if existing is not None:
             return existing, True
     try:
-        return await store.create(order_request, key, current_trace_id()), False
+        return await store.create(order_request, key, kept_trace_id()), False
     except DuplicateIdempotencyKey:
         # A concurrent request with the same key won the insert: treat this one as its retry.
         existing = await _existing_order(request, key, order_request) if key is not None else None
@@ -149,4 +149,4 @@ async def get_order(request: web.Request) -> web.Response:
     order = await request.app[STORE].get(order_id) if ORDER_ID_PATTERN.match(order_id) else None
     if order is None:
         raise ApiError(404, "order_not_found", f"No order {order_id!r}.")
-    return web.json_response({**order.public(), "trace_id": current_trace_id()})
+    return web.json_response({**order.public(), **trace_fields()})

@@ -1,0 +1,191 @@
+"""Head sampling at p = 0.25, proven through the built Collector and the real Prometheus.
+
+One module-scoped run places 2,000 orders of a known mix (paid, declined, failing), a quarter of them
+with hostile trace headers, and every assertion reads what that run left. Counts that sampling makes
+random are held within 4 standard deviations of their binomial distribution (the issue's bound).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+
+from harness.backends import Collector, Prometheus, collector_with_stand_ins, scrape_targets
+from harness.orders import DECLINED_CARD, FAIL_HEADER, order_body
+from harness.otlp_sink import OtlpSink
+from harness.processes import Shop, http
+from tools import collector_binary, prometheus_binary
+
+pytestmark = pytest.mark.backends
+
+P = 0.25
+ORDERS = 2000
+MIX = {"paid": 0.70, "declined": 0.15, "failing": 0.15}
+EXPECTED_STATUS = {"paid": 201, "declined": 402, "failing": 502}
+SERVER_SPANS = {"gateway": "POST /api/order", "order-service": "POST /orders", "payment-service": "POST /payments"}
+# Sent with every fourth order: a sampled flag and an ot entry that claims "keep me, count me once"
+# (or a tiny p that would multiply every count); the gateway must decide as if they were absent.
+HOSTILE = ["ot=th:0;rv:ffffffffffffff", "ot=th:fffffffffffff;rv:ffffffffffffff"]
+
+
+# Every server span's extrapolated count, by service and status: what the assertions read.
+SERVER_CALLS = (
+    'sum by (service_name, span_name, status_code) (traces_span_metrics_calls_total{span_kind="SPAN_KIND_SERVER"})'
+)
+Calls = dict[tuple[str, str, str], float]
+
+
+@dataclass
+class Run:
+    tempo: OtlpSink
+    loki: OtlpSink
+    prometheus: Prometheus
+    kinds: Counter[str]
+    answers: list[dict[str, object]]
+    calls: Calls
+
+    def server_calls(self, service: str, status: str | None = None) -> float:
+        return sum(
+            value
+            for (name, span, code), value in self.calls.items()
+            if name == service and span == SERVER_SPANS[service] and status in (None, code)
+        )
+
+
+def place(gateway: str, n: int) -> tuple[str, int, dict[str, object]]:
+    kind = "paid" if n % 20 < 14 else "declined" if n % 20 < 17 else "failing"
+    body = order_body(card_number=DECLINED_CARD) if kind == "declined" else order_body()
+    headers = {"Content-Type": "application/json", **({FAIL_HEADER: "true"} if kind == "failing" else {})}
+    if n % 4 == 0:
+        headers["traceparent"] = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+        headers["tracestate"] = HOSTILE[n // 4 % 2]
+    status, answer, _ = http("POST", f"{gateway}/api/order", body, headers)
+    assert status == EXPECTED_STATUS[kind], (kind, status, answer)
+    return kind, status, answer
+
+
+def settled_calls(prometheus: Prometheus, timeout_s: float = 120) -> Calls:
+    """SERVER_CALLS once three reads a scrape apart agree (the Collector flushes span metrics every 5 s)."""
+    deadline = time.monotonic() + timeout_s
+    reads: list[Calls] = []
+    while time.monotonic() < deadline:
+        reads.append(
+            {
+                (s["metric"]["service_name"], s["metric"]["span_name"], s["metric"]["status_code"]): float(
+                    s["value"][1]
+                )
+                for s in prometheus.query(SERVER_CALLS)
+            }
+        )
+        if len(reads) >= 3 and reads[-1] and reads[-1] == reads[-2] == reads[-3]:
+            return reads[-1]
+        time.sleep(6)
+    raise TimeoutError(f"the span metrics did not settle: {reads[-3:]}")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    collector_binary()
+    prometheus_binary()
+    workdir = tmp_path_factory.mktemp("sampling")
+    with collector_with_stand_ins(workdir) as (collector, tempo, loki):
+        shop = Shop(
+            workdir / "shop",
+            OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_endpoint,
+            TRACES_SAMPLE_RATIO=str(P),
+            GATEWAY_ALLOW_FAULT_HEADERS="true",
+            PAYMENTS_LATENCY_MIN_MS="0",
+            PAYMENTS_LATENCY_MAX_MS="2",
+            LOG_LEVEL="INFO",
+        )
+        prometheus = None
+        try:
+            shop.start_all()
+            prometheus = Prometheus(workdir / "prometheus", scrape_targets(collector, shop.ports))
+            with ThreadPoolExecutor(8) as pool:
+                placed = list(pool.map(lambda n: place(shop.gateway, n), range(ORDERS)))
+            wait_until_exported(collector)
+            kinds = Counter(kind for kind, _, _ in placed)
+            yield Run(tempo, loki, prometheus, kinds, [a for _, _, a in placed], settled_calls(prometheus))
+        finally:
+            shop.stop_all()
+            shop.kill_all()
+            if prometheus is not None:
+                prometheus.process.stop()
+
+
+def wait_until_exported(collector: Collector) -> None:
+    time.sleep(2)  # the services' 200 ms batches, then the Collector's own
+    collector.wait_until_idle()
+
+
+def count_bound(n: int) -> float:
+    return 4 * math.sqrt(n * (1 - P) / P)
+
+
+@pytest.mark.parametrize("service", sorted(SERVER_SPANS))
+def test_server_span_counts_are_extrapolated_within_the_binomial_bound(run: Run, service: str) -> None:
+    counted = run.server_calls(service)
+    print(
+        f"{service}: {counted:.0f} counted for {ORDERS} ({counted / ORDERS - 1:+.1%}, bound ±{count_bound(ORDERS):.0f})"
+    )
+    # Unadjusted counts would be near N·p = 500, far outside ±310 around 2,000.
+    assert abs(counted - ORDERS) <= count_bound(ORDERS), (service, counted, count_bound(ORDERS))
+
+
+def test_the_error_ratio_is_right_within_its_bound(run: Run) -> None:
+    errors, calls = run.server_calls("gateway", "STATUS_CODE_ERROR"), run.server_calls("gateway")
+    true_ratio = run.kinds["failing"] / ORDERS
+    bound = 4 * math.sqrt(true_ratio * (1 - true_ratio) * (1 - P) / (ORDERS * P))
+    print(f"error ratio {errors / calls:.4f}, true {true_ratio:.4f} (bound ±{bound:.4f})")
+    assert abs(errors / calls - true_ratio) <= bound, (errors, calls, true_ratio, bound)
+
+
+def traces(tempo: OtlpSink) -> dict[str, dict[str, int]]:
+    """Spans per service in each trace the Tempo stand-in received."""
+    found: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for resource, span in tempo.spans():
+        found[span.trace_id.hex()][resource["service.name"]] += 1
+    return found
+
+
+def test_kept_traces_are_complete_and_as_many_as_p_says(run: Run) -> None:
+    kept = traces(run.tempo)
+    bound = 4 * math.sqrt(ORDERS * P * (1 - P))
+    print(f"traces kept {len(kept)}, expected {ORDERS * P:.0f} (bound ±{bound:.0f})")
+    assert abs(len(kept) - ORDERS * P) <= bound, (len(kept), ORDERS * P, bound)
+    incomplete = {trace_id: dict(spans) for trace_id, spans in kept.items() if set(spans) != set(SERVER_SPANS)}
+    assert not incomplete, list(incomplete.items())[:3]
+    # ... and each answer said whether its trace was kept.
+    said_kept = {str(answer["trace_id"]) for answer in run.answers if answer["trace_sampled"] is True}
+    assert said_kept == set(kept)
+
+
+def test_no_log_record_links_to_a_trace_tempo_lacks(run: Run) -> None:
+    kept = set(traces(run.tempo))
+    linked = {record.trace_id.hex() for _, record in run.loki.log_records() if any(record.trace_id)}
+    assert linked, "no log record carried a trace link at all"
+    assert linked <= kept, sorted(linked - kept)[:3]
+    # The failing payments' errors are exported whether or not their trace was kept.
+    errors = [record for _, record in run.loki.log_records() if record.severity_number >= 17]
+    assert len(errors) >= run.kinds["failing"], (len(errors), run.kinds["failing"])
+
+
+def test_exemplars_point_only_at_kept_traces(run: Run) -> None:
+    kept = set(traces(run.tempo))
+    exemplars = run.prometheus.exemplars("traces_span_metrics_duration_milliseconds_bucket")
+    linked = {e["labels"]["trace_id"] for series in exemplars for e in series["exemplars"]}
+    assert linked, "no exemplar"
+    assert linked <= kept, sorted(linked - kept)[:3]
+
+
+def test_the_orders_were_all_placed(run: Run) -> None:
+    assert sum(run.kinds.values()) == ORDERS
+    assert {kind: round(count / ORDERS, 2) for kind, count in run.kinds.items()} == MIX

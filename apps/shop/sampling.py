@@ -53,8 +53,9 @@ class ShopSampler(Sampler):
         self._threshold = threshold(ratio)
         self._decides = decides
         self._allow_forced = allow_forced
-        # The root branch is never taken here: a span without a parent is the edge's to decide, and
-        # internal services always have one. It is the SDK's consistent follower otherwise.
+        # The SDK's consistent follower. Its root branch decides only where this service does not
+        # decide and a span has no parent at all (an internal service called directly), from the
+        # trace ID's low 56 bits, as the SDK's ratio sampler does.
         self._follow = composite_sampler(composable_parent_threshold(composable_traceid_ratio_based(ratio)))
 
     def should_sample(

@@ -306,6 +306,9 @@ BREAKDOWN: list[tuple[str, bool, dict[str, str]]] = [
     ("full, logs at WARNING", True, {"LOG_LEVEL": "WARNING"}),
     # TRACES_SAMPLE_RATIO must be above 0; at one in a million no trace of a run is kept.
     ("no span sampled, WARNING", True, {"LOG_LEVEL": "WARNING", "TRACES_SAMPLE_RATIO": "0.000001"}),
+    # What the log lines cost once traces are sampled: INFO lines still go to stdout for every order.
+    ("sampled p=0.1", True, {"TRACES_SAMPLE_RATIO": "0.1"}),
+    ("sampled p=0.1, WARNING", True, {"LOG_LEVEL": "WARNING", "TRACES_SAMPLE_RATIO": "0.1"}),
 ]
 
 

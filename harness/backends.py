@@ -15,6 +15,7 @@ import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness import ROOT
 from harness.otlp_sink import OtlpSink
-from harness.processes import BackgroundProcess, free_port, http
+from harness.processes import BackgroundProcess, Shop, free_port, http
 
 COLLECTOR_BINARY = ROOT / "build" / "otelcol" / "otelcol-shop"
 COLLECTOR_CONFIG = ROOT / "otel-collector" / "config.yaml"
@@ -205,3 +206,31 @@ class Prometheus:
 
 def dump(value: Any) -> str:
     return json.dumps(value, indent=1)[:4000]
+
+
+@dataclass
+class ObservedShop:
+    """The three services exporting to the built Collector (Tempo and Loki stand-ins behind it), scraped
+    by the real Prometheus."""
+
+    shop: Shop
+    collector: Collector
+    tempo: OtlpSink
+    loki: OtlpSink
+    prometheus: Prometheus
+
+
+@contextmanager
+def observed_shop(workdir: Path, **env: str) -> Iterator[ObservedShop]:
+    """Start it all; on the way out stop (and if need be kill) the services, then Prometheus and the Collector."""
+    with collector_with_stand_ins(workdir) as (collector, tempo, loki):
+        shop = Shop(workdir / "shop", OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_endpoint, **env)
+        prometheus = None
+        try:
+            shop.start_all()
+            prometheus = Prometheus(workdir / "prometheus", scrape_targets(collector, shop.ports))
+            yield ObservedShop(shop, collector, tempo, loki, prometheus)
+        finally:
+            shop.kill_all()
+            if prometheus is not None:
+                prometheus.process.stop()

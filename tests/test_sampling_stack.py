@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.backends import Collector, Prometheus, collector_with_stand_ins, scrape_targets
+from harness.backends import Collector, Prometheus, observed_shop
 from harness.orders import DECLINED_CARD, FAIL_HEADER, order_body
 from harness.otlp_sink import OtlpSink
-from harness.processes import Shop, http
+from harness.processes import http
 from tools import collector_binary, prometheus_binary
 
 pytestmark = pytest.mark.backends
@@ -95,30 +95,21 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     collector_binary()
     prometheus_binary()
     workdir = tmp_path_factory.mktemp("sampling")
-    with collector_with_stand_ins(workdir) as (collector, tempo, loki):
-        shop = Shop(
-            workdir / "shop",
-            OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_endpoint,
-            TRACES_SAMPLE_RATIO=str(P),
-            GATEWAY_ALLOW_FAULT_HEADERS="true",
-            PAYMENTS_LATENCY_MIN_MS="0",
-            PAYMENTS_LATENCY_MAX_MS="2",
-            LOG_LEVEL="INFO",
-        )
-        prometheus = None
-        try:
-            shop.start_all()
-            prometheus = Prometheus(workdir / "prometheus", scrape_targets(collector, shop.ports))
-            with ThreadPoolExecutor(8) as pool:
-                placed = list(pool.map(lambda n: place(shop.gateway, n), range(ORDERS)))
-            wait_until_exported(collector)
-            kinds = Counter(kind for kind, _, _ in placed)
-            yield Run(tempo, loki, prometheus, kinds, [a for _, _, a in placed], settled_calls(prometheus))
-        finally:
-            shop.stop_all()
-            shop.kill_all()
-            if prometheus is not None:
-                prometheus.process.stop()
+    with observed_shop(
+        workdir,
+        TRACES_SAMPLE_RATIO=str(P),
+        GATEWAY_ALLOW_FAULT_HEADERS="true",
+        PAYMENTS_LATENCY_MIN_MS="0",
+        PAYMENTS_LATENCY_MAX_MS="2",
+        LOG_LEVEL="INFO",
+    ) as observed:
+        with ThreadPoolExecutor(8) as pool:
+            placed = list(pool.map(lambda n: place(observed.shop.gateway, n), range(ORDERS)))
+        wait_until_exported(observed.collector)
+        kinds = Counter(kind for kind, _, _ in placed)
+        answers = [answer for _, _, answer in placed]
+        calls = settled_calls(observed.prometheus)
+        yield Run(observed.tempo, observed.loki, observed.prometheus, kinds, answers, calls)
 
 
 def wait_until_exported(collector: Collector) -> None:

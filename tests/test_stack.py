@@ -23,14 +23,13 @@ from harness.backends import (
     PROMETHEUS_RULES,
     Collector,
     Prometheus,
-    collector_with_stand_ins,
     dump,
-    scrape_targets,
+    observed_shop,
 )
 from harness.orders import DECLINED_CARD, DELAY_HEADER, FAIL_HEADER, GOOD_CARD, order_body
 from harness.otlp_sink import OtlpSink
 from harness.processes import SERVICE_NAMES, Shop, http
-from tools import collector_binary, promtool_binary
+from tools import collector_binary, prometheus_binary, promtool_binary
 
 pytestmark = pytest.mark.backends
 
@@ -84,50 +83,43 @@ def place_orders(gateway: str, round_name: str) -> list[Order]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    collector_binary()  # each skips on a user's machine without it, saying why (and fails in CI)
+    prometheus_binary()
     workdir = tmp_path_factory.mktemp("stack")
-    with collector_with_stand_ins(workdir) as (collector, tempo, loki):
-        shop = Shop(
-            workdir / "shop",
-            OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_endpoint,
-            OTEL_BSP_SCHEDULE_DELAY="500",
-            OTEL_BLRP_SCHEDULE_DELAY="500",
-            # Longer than the 5 s scrape interval: the SDK sends exemplars only with the export that
-            # follows a measurement, so each export must stay exposed for at least one scrape.
-            OTEL_METRIC_EXPORT_INTERVAL="10000",
-            GATEWAY_ALLOW_FAULT_HEADERS="true",
-        )
-        prometheus = None
-        try:
-            shop.start_all()
-            prometheus = Prometheus(workdir / "prometheus", scrape_targets(collector, shop.ports))
-            # Prometheus computes rates from increases it has seen: a counter series whose first
-            # sample already holds every event shows no rate. So a first round creates the series,
-            # and a second one, once they are scraped, makes them grow.
-            orders = place_orders(shop.gateway, "first")
-            for expr in (
-                'traces_span_metrics_calls_total{service_name="payment-service", status_code="STATUS_CODE_ERROR"}',
-                'traces_span_metrics_duration_milliseconds_bucket{service_name="payment-service", le="1000.0"}',
-                "orders_idempotent_replays_total > 0",
-            ):
-                assert prometheus.wait_for(expr), f"no data for {expr} within the time limit"
-            orders += place_orders(shop.gateway, "second")
-            charged = sum(1 for order in orders if order.kind in {"paid", "declined", "failed", "slow"})
-            # Wait (bounded) until Prometheus has scraped all of the second round, and the rules saw it.
-            for expr in (
-                f'sum(traces_span_metrics_calls_total{{span_name="POST /api/order"}}) >= {len(orders)}',
-                f'sum(traces_span_metrics_calls_total{{span_name="POST /payments"}}) >= {charged}',
-                f'sum(http_server_request_duration_seconds_count{{job="shop/gateway"}}) >= {len(orders)}',
-                "orders_idempotent_replays_total >= 2",
-                'ALERTS{alertname="ShopServiceErrorRatioHigh", service_name="payment-service"}',
-                'ALERTS{alertname="ShopServiceLatencyP95High", service_name="payment-service"}',
-            ):
-                assert prometheus.wait_for(expr), f"no data for {expr} within the time limit"
-            collector.wait_until_idle()
-            yield Stack(tempo, loki, collector, shop, prometheus, orders)
-        finally:
-            shop.kill_all()
-            if prometheus is not None:
-                prometheus.process.stop()
+    with observed_shop(
+        workdir,
+        OTEL_BSP_SCHEDULE_DELAY="500",
+        OTEL_BLRP_SCHEDULE_DELAY="500",
+        # Longer than the 5 s scrape interval: the SDK sends exemplars only with the export that
+        # follows a measurement, so each export must stay exposed for at least one scrape.
+        OTEL_METRIC_EXPORT_INTERVAL="10000",
+        GATEWAY_ALLOW_FAULT_HEADERS="true",
+    ) as observed:
+        shop, collector, prometheus = observed.shop, observed.collector, observed.prometheus
+        # Prometheus computes rates from increases it has seen: a counter series whose first
+        # sample already holds every event shows no rate. So a first round creates the series,
+        # and a second one, once they are scraped, makes them grow.
+        orders = place_orders(shop.gateway, "first")
+        for expr in (
+            'traces_span_metrics_calls_total{service_name="payment-service", status_code="STATUS_CODE_ERROR"}',
+            'traces_span_metrics_duration_milliseconds_bucket{service_name="payment-service", le="1000.0"}',
+            "orders_idempotent_replays_total > 0",
+        ):
+            assert prometheus.wait_for(expr), f"no data for {expr} within the time limit"
+        orders += place_orders(shop.gateway, "second")
+        charged = sum(1 for order in orders if order.kind in {"paid", "declined", "failed", "slow"})
+        # Wait (bounded) until Prometheus has scraped all of the second round, and the rules saw it.
+        for expr in (
+            f'sum(traces_span_metrics_calls_total{{span_name="POST /api/order"}}) >= {len(orders)}',
+            f'sum(traces_span_metrics_calls_total{{span_name="POST /payments"}}) >= {charged}',
+            f'sum(http_server_request_duration_seconds_count{{job="shop/gateway"}}) >= {len(orders)}',
+            "orders_idempotent_replays_total >= 2",
+            'ALERTS{alertname="ShopServiceErrorRatioHigh", service_name="payment-service"}',
+            'ALERTS{alertname="ShopServiceLatencyP95High", service_name="payment-service"}',
+        ):
+            assert prometheus.wait_for(expr), f"no data for {expr} within the time limit"
+        collector.wait_until_idle()
+        yield Stack(observed.tempo, observed.loki, collector, shop, prometheus, orders)
 
 
 def test_collector_validates_the_config() -> None:

@@ -6,8 +6,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
-from opentelemetry import trace
-from opentelemetry.trace import format_trace_id
 from prometheus_client import (
     CollectorRegistry,
     GCCollector,
@@ -15,6 +13,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.exposition import choose_encoder
+
+from shop.telemetry import kept_trace_id
 
 # A readiness check returns normally when its dependency is usable and raises otherwise.
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -37,11 +37,10 @@ def new_registry() -> CollectorRegistry:
 
 
 def trace_exemplar() -> dict[str, str] | None:
-    """An exemplar label set pointing at the active trace, for prometheus-client counters."""
-    span_context = trace.get_current_span().get_span_context()
-    if not span_context.is_valid or not span_context.trace_flags.sampled:
-        return None
-    return {"trace_id": format_trace_id(span_context.trace_id)}
+    """An exemplar label set pointing at the active trace, for prometheus-client counters: only a kept
+    trace, since an exemplar is a link to open."""
+    trace_id = kept_trace_id()
+    return None if trace_id is None else {"trace_id": trace_id}
 
 
 async def healthz(request: web.Request) -> web.Response:

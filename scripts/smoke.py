@@ -27,6 +27,9 @@ from harness.compose import PUBLISHED_PORTS, dotenv
 from harness.orders import order_body
 
 SERVICES = {"gateway", "order-service", "payment-service"}
+# What Grafana's service map reads (prometheus/rules/service-graph.yml), and the edges one order makes.
+SERVICE_MAP = "sum by (client, server) (traces_service_graph_request_total)"
+ORDER_PATH = {("user", "gateway"), ("gateway", "order-service"), ("order-service", "payment-service")}
 ORDER = order_body(item="smoke test", quantity=1, unit_price=1.5, customer_id="smoke")
 TIMEOUT_S = 10.0
 
@@ -150,6 +153,13 @@ def check_prometheus(checks: Checklist, prometheus_url: str, timeout_s: float) -
         or set()
     )
     checks.check(bool(trace_ids), "exemplars with trace IDs on the span-metrics histogram", f"{len(trace_ids)} found")
+    edges = eventually(lambda: prometheus_query(prometheus_url, SERVICE_MAP), timeout_s)
+    pairs = {(s["metric"]["client"], s["metric"]["server"]) for s in edges or []}
+    checks.check(
+        pairs >= ORDER_PATH,
+        "the service map's edges, recorded from every call",
+        ", ".join(f"{client} -> {server}" for client, server in sorted(pairs)),
+    )
     return trace_ids
 
 

@@ -43,6 +43,29 @@ async def test_sdk_exports_http_and_business_metrics(stack: Stack, capture: Capt
     assert counted(capture, "payments.authorizations", "payment.outcome") == {"authorized": 1, "declined": 1}
 
 
+async def test_every_peer_called_is_named_by_the_address_the_client_metric_records(
+    stack: Stack, capture: Capture
+) -> None:
+    """The service map joins each HTTP client series to shop.peer.info on address and port
+    (prometheus/rules/service-graph.yml): both must describe the peer the same way."""
+    await stack.place_order()
+    metrics = capture.metrics()
+    called = {
+        (point.attributes["server.address"], point.attributes["server.port"])
+        for metric in metrics["http.client.request.duration"]
+        for point in metric.data.data_points
+        if point.attributes
+    }
+    named = {
+        (point.attributes["server.address"], point.attributes["server.port"]): point.attributes["peer.service"]
+        for metric in metrics["shop.peer.info"]
+        for point in metric.data.data_points
+        if point.attributes
+    }
+    assert len(called) == 2, called
+    assert {named.get(peer) for peer in called} == {"order-service", "payment-service"}
+
+
 async def test_prometheus_endpoint_has_runtime_and_business_counters_with_exemplars(stack: Stack) -> None:
     await stack.place_order(order_body(), **{"Idempotency-Key": "exemplar"})
     status, replay = await stack.place_order(order_body(), **{"Idempotency-Key": "exemplar"})

@@ -33,13 +33,17 @@ SERVER_SPANS = {"gateway": "POST /api/order", "order-service": "POST /orders", "
 # Sent with every fourth order: a sampled flag and an ot entry that claims "keep me, count me once"
 # (or a tiny p that would multiply every count); the gateway must decide as if they were absent.
 HOSTILE = ["ot=th:0;rv:ffffffffffffff", "ot=th:fffffffffffff;rv:ffffffffffffff"]
+SERVICE_EDGES = [("user", "gateway"), ("gateway", "order-service"), ("order-service", "payment-service")]
 
 
 # Every server span's extrapolated count, by service and status: what the assertions read.
 SERVER_CALLS = (
     'sum by (service_name, span_name, status_code) (traces_span_metrics_calls_total{span_kind="SPAN_KIND_SERVER"})'
 )
-Calls = dict[tuple[str, str, str], float]
+# The service map's edges, as Grafana reads them (prometheus/rules/service-graph.yml).
+EDGES = "sum by (client, server) (traces_service_graph_request_total)"
+FAILED_EDGES = "sum by (client, server) (traces_service_graph_request_failed_total)"
+Calls = dict[tuple[str, ...], float]
 
 
 @dataclass
@@ -50,6 +54,8 @@ class Run:
     kinds: Counter[str]
     answers: list[dict[str, object]]
     calls: Calls
+    edges: Calls
+    failed_edges: Calls
 
     def server_calls(self, service: str, status: str | None = None) -> float:
         return sum(
@@ -71,23 +77,17 @@ def place(gateway: str, n: int) -> tuple[str, int, dict[str, object]]:
     return kind, status, answer
 
 
-def settled_calls(prometheus: Prometheus, timeout_s: float = 120) -> Calls:
-    """SERVER_CALLS once three reads a scrape apart agree (the Collector flushes span metrics every 5 s)."""
+def settled(prometheus: Prometheus, query: str, timeout_s: float = 120) -> Calls:
+    """The query's values by label values, once three reads a scrape apart agree (the Collector flushes
+    span metrics every 5 s, the services export theirs every 5 s here)."""
     deadline = time.monotonic() + timeout_s
     reads: list[Calls] = []
     while time.monotonic() < deadline:
-        reads.append(
-            {
-                (s["metric"]["service_name"], s["metric"]["span_name"], s["metric"]["status_code"]): float(
-                    s["value"][1]
-                )
-                for s in prometheus.query(SERVER_CALLS)
-            }
-        )
+        reads.append({tuple(s["metric"].values()): float(s["value"][1]) for s in prometheus.query(query)})
         if len(reads) >= 3 and reads[-1] and reads[-1] == reads[-2] == reads[-3]:
             return reads[-1]
         time.sleep(6)
-    raise TimeoutError(f"the span metrics did not settle: {reads[-3:]}")
+    raise TimeoutError(f"{query} did not settle: {reads[-3:]}")
 
 
 @pytest.fixture(scope="module")
@@ -102,14 +102,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         PAYMENTS_LATENCY_MIN_MS="0",
         PAYMENTS_LATENCY_MAX_MS="2",
         LOG_LEVEL="INFO",
+        OTEL_METRIC_EXPORT_INTERVAL="5000",
     ) as observed:
         with ThreadPoolExecutor(8) as pool:
             placed = list(pool.map(lambda n: place(observed.shop.gateway, n), range(ORDERS)))
         wait_until_exported(observed.collector)
         kinds = Counter(kind for kind, _, _ in placed)
         answers = [answer for _, _, answer in placed]
-        calls = settled_calls(observed.prometheus)
-        yield Run(observed.tempo, observed.loki, observed.prometheus, kinds, answers, calls)
+        calls = settled(observed.prometheus, SERVER_CALLS)
+        edges = settled(observed.prometheus, EDGES)
+        failed_edges = settled(observed.prometheus, FAILED_EDGES)
+        yield Run(observed.tempo, observed.loki, observed.prometheus, kinds, answers, calls, edges, failed_edges)
 
 
 def wait_until_exported(collector: Collector) -> None:
@@ -137,6 +140,23 @@ def test_the_error_ratio_is_right_within_its_bound(run: Run) -> None:
     bound = 4 * math.sqrt(true_ratio * (1 - true_ratio) * (1 - P) / (ORDERS * P))
     print(f"error ratio {errors / calls:.4f}, true {true_ratio:.4f} (bound ±{bound:.4f})")
     assert abs(errors / calls - true_ratio) <= bound, (errors, calls, true_ratio, bound)
+
+
+def test_the_service_map_counts_every_call_exactly(run: Run) -> None:
+    """Recorded from the services' HTTP metrics, which count every call whatever the sampling: the edges
+    equal the true counts, where the connector's own (traces_service_graph_sampled_*) read about p times
+    them. The database edge (span metrics, several statements per order) is only required to exist."""
+    failed = run.kinds["declined"] + run.kinds["failing"]  # a 4xx or 5xx fails a client span
+    print(f"edges {run.edges}, failed {run.failed_edges}")
+    assert {edge: run.edges.get(edge) for edge in SERVICE_EDGES} == dict.fromkeys(SERVICE_EDGES, ORDERS)
+    assert run.failed_edges.get(("gateway", "order-service")) == failed
+    assert run.failed_edges.get(("order-service", "payment-service")) == failed
+    # The public edge fails on a 5xx only, as a server span does.
+    assert run.failed_edges.get(("user", "gateway")) == run.kinds["failing"]
+    assert run.edges.get(("order-service", "orders.sqlite3"), 0) > 0
+    sampled = run.prometheus.query('sum(traces_service_graph_sampled_request_total{client="gateway"})')
+    print(f"the connector's sampled gateway -> order-service edge: {sampled[0]['value'][1]}")
+    assert abs(float(sampled[0]["value"][1]) - ORDERS * P) <= 4 * math.sqrt(ORDERS * P * (1 - P))
 
 
 def traces(tempo: OtlpSink) -> dict[str, dict[str, int]]:

@@ -4,14 +4,47 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from shop.common.errors import ApiError
 
 log = logging.getLogger(__name__)
+
+
+# (peer.service, server.address, server.port) of every service this process calls.
+_peers: set[tuple[str, str, int | None]] = set()
+
+
+def _observe_peers(options: CallbackOptions) -> Iterable[Observation]:
+    for service, address, port in sorted(_peers, key=str):
+        attributes: dict[str, str | int] = {"peer.service": service, "server.address": address}
+        if port is not None:
+            attributes["server.port"] = port
+        yield Observation(1, attributes)
+
+
+# The HTTP client metrics name the peer only by address and port; this info metric says which service
+# answers there, so that Prometheus can draw the service map from calls counted whatever the sampling.
+metrics.get_meter("shop.downstream").create_observable_gauge(
+    "shop.peer.info",
+    callbacks=[_observe_peers],
+    description="1 for each service this one calls, by peer.service, server.address and server.port.",
+)
+
+
+def declare_peer(service: str, base_url: str) -> None:
+    """Publish that ``service`` answers at ``base_url``: host and port as the aiohttp client
+    instrumentation records them (``urlsplit``; no port when the URL has none)."""
+    url = urlsplit(base_url)
+    if url.hostname is None:
+        raise ValueError(f"{base_url!r} has no host")
+    _peers.add((service, url.hostname, url.port))
 
 
 def _code(service: str) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from shop.common.app import client_session_ctx, new_application
-from shop.common.downstream import probe_health
+from shop.common.downstream import declare_peer, probe_health
 from shop.common.ops import new_registry, setup_ops
 from shop.gateway.edge import edge_context_middleware
 from shop.gateway.handlers import get_order, place_order
 from shop.gateway.keys import METRICS, ORDERS_SESSION, SETTINGS
 from shop.gateway.metrics import GatewayMetrics
-from shop.settings import GatewaySettings
+from shop.settings import ORDER_SERVICE, GatewaySettings
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
@@ -20,7 +20,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = GatewayMetrics.create(registry)
     app.cleanup_ctx.append(client_session_ctx(ORDERS_SESSION))
-    setup_ops(app, registry, {"order-service": lambda: probe_health(app[ORDERS_SESSION], settings.orders_url)})
+    declare_peer(ORDER_SERVICE, settings.orders_url)
+    setup_ops(app, registry, {ORDER_SERVICE: lambda: probe_health(app[ORDERS_SESSION], settings.orders_url)})
     app.router.add_post("/api/order", place_order)
     app.router.add_get("/api/order/{order_id}", get_order)
     return app

@@ -8,13 +8,13 @@ from aiohttp import web
 
 from shop.common.app import client_session_ctx, new_application
 from shop.common.baggage import inbound_baggage_middleware
-from shop.common.downstream import probe_health
+from shop.common.downstream import declare_peer, probe_health
 from shop.common.ops import new_registry, setup_ops
 from shop.orders.handlers import get_order, place_order
 from shop.orders.keys import IN_FLIGHT, METRICS, PAYMENTS_SESSION, SETTINGS, STORE
 from shop.orders.metrics import OrderMetrics
 from shop.orders.store import OrderStore
-from shop.settings import OrdersSettings
+from shop.settings import PAYMENT_SERVICE, OrdersSettings
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -31,12 +31,13 @@ def create_app(settings: OrdersSettings) -> web.Application:
     app[IN_FLIGHT] = set()
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(client_session_ctx(PAYMENTS_SESSION))
+    declare_peer(PAYMENT_SERVICE, settings.payments_url)
     setup_ops(
         app,
         registry,
         {
             "database": lambda: app[STORE].ping(),
-            "payment-service": lambda: probe_health(app[PAYMENTS_SESSION], settings.payments_url),
+            PAYMENT_SERVICE: lambda: probe_health(app[PAYMENTS_SESSION], settings.payments_url),
         },
     )
     app.router.add_post("/orders", place_order)

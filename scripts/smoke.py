@@ -153,8 +153,16 @@ def check_prometheus(checks: Checklist, prometheus_url: str, timeout_s: float) -
         or set()
     )
     checks.check(bool(trace_ids), "exemplars with trace IDs on the span-metrics histogram", f"{len(trace_ids)} found")
-    edges = eventually(lambda: prometheus_query(prometheus_url, SERVICE_MAP), timeout_s)
-    pairs = {(s["metric"]["client"], s["metric"]["server"]) for s in edges or []}
+
+    def edges() -> set[tuple[str, str]]:
+        return {(s["metric"]["client"], s["metric"]["server"]) for s in prometheus_query(prometheus_url, SERVICE_MAP)}
+
+    def whole_path() -> set[tuple[str, str]] | None:
+        found = edges()
+        return found if found >= ORDER_PATH else None
+
+    # The services export their HTTP metrics every 10 s: wait for the whole path, not the first edge.
+    pairs: set[tuple[str, str]] = eventually(whole_path, timeout_s) or edges()
     checks.check(
         pairs >= ORDER_PATH,
         "the service map's edges, recorded from every call",

@@ -231,7 +231,8 @@ def print_table(answers: Sequence[Answer], grafana_url: str) -> None:
         if answer.fault_headers_ignored:
             print(
                 f"    note: {', '.join(answer.kind.headers)} had no effect (answered in {answer.latency_ms:.0f} ms); "
-                "fault headers are disabled on this gateway (start it with GATEWAY_ALLOW_FAULT_HEADERS=true)"
+                "fault headers are disabled on this gateway (start it with GATEWAY_ALLOW_FAULT_HEADERS=true, "
+                "on loopback: docs/configuration.md#fault-headers-and-edge-trust)"
             )
 
 

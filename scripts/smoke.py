@@ -4,7 +4,7 @@ Places one order, then checks: its trace in Tempo by ID and by a TraceQL search 
 long the search took to find it), its logs in Loki by trace_id, span metrics and an exemplar in Prometheus
 whose trace Tempo has, Grafana's health and each data source's health.
 Prints a checklist; exits 1 on any miss, 2 if the gateway cannot be reached at all. Addresses and the
-Grafana password come from the environment (defaults: the compose ports on 127.0.0.1, and
+Grafana password come from the environment (defaults: the compose ports where .env publishes them, and
 GRAFANA_ADMIN_PASSWORD from .env). Standard library only, with the harness's standard-library modules on
 PYTHONPATH (``make smoke`` sets it): a bare ``python3`` runs it.
 """
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.compose import PUBLISHED_PORTS, dotenv
+from harness.compose import PUBLISHED_PORTS, dotenv, published_url
 from harness.orders import order_body
 
 SERVICES = {"gateway", "order-service", "payment-service"}
@@ -173,8 +173,7 @@ def check_prometheus(checks: Checklist, prometheus_url: str, timeout_s: float) -
 
 def main() -> int:
     env = {**dotenv(), **os.environ}
-    bind = env.get("BIND_ADDRESS", "127.0.0.1")
-    urls = {name: env.get(f"{name.upper()}_URL", f"http://{bind}:{port}") for name, port in PUBLISHED_PORTS.items()}
+    urls = {name: env.get(f"{name.upper()}_URL") or published_url(name, env) for name in PUBLISHED_PORTS}
     timeout_s = float(env.get("SMOKE_TIMEOUT_S", "60"))
     checks = Checklist()
 

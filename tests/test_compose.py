@@ -19,33 +19,25 @@ import jsonschema
 import pytest
 import yaml
 
+from compose_file import COMPOSE, InterpolationError, interpolate, load_compose, raw_compose
 from grafana_queries import DATASOURCES, datasources, referenced_datasource_uids
 from harness import ROOT
 from harness.backends import COLLECTOR_CONFIG
-from harness.compose import dotenv
+from harness.compose import BACKEND_ADDRESS, PUBLIC_ADDRESS, PUBLIC_SERVICES, address_variable, dotenv
+from shop import grafana_check
+from shop.settings import GatewaySettings
 from tools import collector_binary
 
 pytestmark = pytest.mark.unit
 
-COMPOSE = ROOT / "docker-compose.yml"
 MANIFEST = ROOT / "otel-collector" / "builder-config.yaml"
 COMPONENT_KINDS = ("receivers", "processors", "exporters", "connectors", "extensions")
 LONG_RUNNING_WITHOUT_HEALTHCHECK = {"otel-collector"}  # distroless: gated by otel-collector-ready instead
 
 
-def interpolate(text: str, env: dict[str, str]) -> str:
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1)
-        assert name in env, f"${{{name}}} is not set in .env"
-        return env[name]
-
-    return re.sub(r"\$\{([A-Z0-9_]+)\}", value, text)
-
-
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(interpolate(COMPOSE.read_text(), dotenv()))
-    return loaded
+    return load_compose(dotenv())
 
 
 def compose_schema() -> dict[str, Any]:
@@ -103,12 +95,126 @@ def test_builder_manifest_has_exactly_the_components_the_config_uses() -> None:
     assert built == used
 
 
-def test_published_ports_bind_to_loopback_by_default(compose: dict[str, Any]) -> None:
-    assert dotenv()["BIND_ADDRESS"] == "127.0.0.1"
-    raw = yaml.safe_load(COMPOSE.read_text())
-    for name, service in raw["services"].items():
+def published(service: dict[str, Any]) -> list[tuple[str, int]]:
+    """(host address, host port) of each port an interpolated service publishes."""
+    pairs = []
+    for mapping in service.get("ports", []):
+        host, port, _target = str(mapping).rsplit(":", 2)
+        pairs.append((host, int(port)))
+    return pairs
+
+
+def with_env(**overrides: str) -> dict[str, Any]:
+    """The compose file as compose reads it with ``.env`` and these variables (the shell's win over .env)."""
+    return load_compose({**dotenv(), **overrides})
+
+
+def test_every_variable_the_compose_file_reads_is_set_in_dotenv() -> None:
+    names = set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", COMPOSE.read_text()))
+    assert names, "the pattern found nothing"
+    assert names - dotenv().keys() == set()
+
+
+ENV = {"SET": "v", "EMPTY": ""}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("${SET}", "v"),
+        ("$SET/x", "v/x"),
+        ("${UNSET}", ""),
+        ("${SET:-d}", "v"),
+        ("${UNSET:-d}", "d"),
+        ("${EMPTY:-d}", "d"),
+        ("${UNSET-d}", "d"),
+        ("${EMPTY-d}", ""),
+        ("${SET?e}", "v"),
+        ("${EMPTY?e}", ""),
+        ("${SET:+r}", "r"),
+        ("${EMPTY:+r}", ""),
+        ("${EMPTY+r}", "r"),
+        ("${UNSET+r}", ""),
+        ("${UNSET:-${SET}}", "v"),
+        ("${UNSET:-${ALSO_UNSET:-deep}}/x", "deep/x"),
+        ("${SET:?${UNSET?not evaluated}}", "v"),
+        ("$$SET and $${SET}", "$SET and ${SET}"),
+        ("${SET:-a}:8000:8000", "v:8000:8000"),
+    ],
+)
+def test_interpolation_follows_the_compose_specification(text: str, expected: str) -> None:
+    assert interpolate(text, ENV) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("${UNSET?must be set}", "required variable UNSET is missing a value: must be set"),
+        ("${UNSET:?must be set}", "required variable UNSET is missing a value: must be set"),
+        ("${EMPTY:?is ${SET}}", "required variable EMPTY is missing a value: is v"),
+        ("costs $5", "a lone \\$"),
+        ("${SET", "no closing brace"),
+        ("${SET:x}", "invalid interpolation format"),
+    ],
+)
+def test_interpolation_refuses_what_compose_refuses(text: str, message: str) -> None:
+    with pytest.raises(InterpolationError, match=message):
+        interpolate(text, ENV)
+
+
+def test_interpolation_applies_to_parsed_values_not_keys_nor_yaml_text() -> None:
+    # Interpolated before parsing, this password would become a mapping and a comment.
+    password = "a: b #c $d"
+    services = with_env(GRAFANA_ADMIN_PASSWORD=password)["services"]
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == password
+    assert "GF_SECURITY_ADMIN_PASSWORD" in raw_compose()["services"]["grafana"]["environment"]
+
+
+# Documentation addresses (RFC 5737) standing in for one of this machine's network addresses.
+LAN = "192.0.2.10"
+EVERYWHERE = "0.0.0.0"
+LOOPBACK = "127.0.0.1"
+
+
+def test_every_port_is_published_on_loopback_by_default(compose: dict[str, Any]) -> None:
+    assert dotenv()[PUBLIC_ADDRESS] == dotenv()[BACKEND_ADDRESS] == LOOPBACK
+    for name, service in compose["services"].items():
+        for host, port in published(service):
+            assert host == LOOPBACK, f"{name}: {port}"
+
+
+def test_the_gateway_and_grafana_follow_the_public_address_and_every_other_port_the_backend_one() -> None:
+    services = with_env(**{PUBLIC_ADDRESS: LAN, BACKEND_ADDRESS: LOOPBACK})["services"]
+    where = {(name, host, port) for name, service in services.items() for host, port in published(service)}
+    assert where == {
+        ("gateway", LAN, 8000),
+        ("grafana", LAN, 3000),
+        ("prometheus", LOOPBACK, 9090),
+        ("tempo", LOOPBACK, 3200),
+        ("loki", LOOPBACK, 3100),
+        ("otel-collector", LOOPBACK, 4317),
+        ("otel-collector", LOOPBACK, 4318),
+        ("load", LOOPBACK, 8089),  # Locust's UI starts and steers load: a backend
+    }
+    # The scripts (make smoke) find each service where the harness says compose puts it.
+    for name, service in raw_compose()["services"].items():
         for port in service.get("ports", []):
-            assert port.startswith("${BIND_ADDRESS}:"), f"{name}: {port}"
+            assert port.startswith("${" + address_variable(name) + ":"), f"{name}: {port}"
+
+
+@pytest.mark.parametrize(("public", "backend"), [(EVERYWHERE, LOOPBACK), (LAN, LOOPBACK), (LOOPBACK, LAN)])
+def test_no_backend_port_follows_the_public_address(public: str, backend: str) -> None:
+    services = with_env(**{PUBLIC_ADDRESS: public, BACKEND_ADDRESS: backend})["services"]
+    for name, service in services.items():
+        expected = public if name in PUBLIC_SERVICES else backend
+        assert {host for host, _ in published(service)} <= {expected}, name
+    assert {name for name, service in services.items() if published(service)} > PUBLIC_SERVICES
+
+
+@pytest.mark.parametrize("variable", [PUBLIC_ADDRESS, BACKEND_ADDRESS])
+def test_an_empty_address_is_refused_rather_than_read_as_every_interface(variable: str) -> None:
+    with pytest.raises(InterpolationError, match=f"required variable {variable} is missing a value"):
+        with_env(**{variable: ""})
 
 
 def test_services_start_in_order_with_limits(compose: dict[str, Any]) -> None:
@@ -134,11 +240,107 @@ def test_services_start_in_order_with_limits(compose: dict[str, Any]) -> None:
         assert "otel-collector-ready" in services[app]["depends_on"]
 
 
-def test_grafana_anonymous_access_is_read_only_and_the_password_comes_from_dotenv() -> None:
-    raw = yaml.safe_load(COMPOSE.read_text())["services"]["grafana"]["environment"]
-    assert raw["GF_SECURITY_ADMIN_PASSWORD"] == "${GRAFANA_ADMIN_PASSWORD}"
-    assert raw["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
-    assert dotenv()["GRAFANA_ADMIN_PASSWORD"]
+def test_grafana_anonymous_access_is_read_only_and_the_password_comes_from_dotenv(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == dotenv()["GRAFANA_ADMIN_PASSWORD"]
+    assert grafana["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    # The repository prints its default: the check must know it (the app cannot read .env).
+    assert dotenv()["GRAFANA_ADMIN_PASSWORD"] in grafana_check.KNOWN_PASSWORDS
+    assert grafana_check.ADDRESS_VARIABLE == PUBLIC_ADDRESS
+
+
+def password_check_env(services: dict[str, Any]) -> dict[str, str]:
+    check = services["grafana-password-check"]
+    assert check["image"] == services["gateway"]["image"], "the services' image holds shop.grafana_check"
+    assert check["command"] == ["python", "-m", "shop.grafana_check"]
+    return {name: str(value) for name, value in check["environment"].items()}
+
+
+def test_grafana_starts_only_after_the_check_passed_on_what_grafana_gets() -> None:
+    services = with_env(**{PUBLIC_ADDRESS: LAN, "GRAFANA_ADMIN_PASSWORD": "a password of my own"})["services"]
+    grafana = services["grafana"]
+    assert grafana["depends_on"]["grafana-password-check"] == {"condition": "service_completed_successfully"}
+    env = password_check_env(services)
+    assert env[grafana_check.PASSWORD_VARIABLE] == grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert {env[grafana_check.ADDRESS_VARIABLE]} == {host for host, _ in published(grafana)} == {LAN}
+
+
+@pytest.mark.parametrize(
+    ("address", "password", "refusal"),
+    [
+        (LOOPBACK, "change-me", None),  # one laptop: as before
+        (LOOPBACK, "", None),
+        (EVERYWHERE, "change-me", "GRAFANA_ADMIN_PASSWORD is a published default and Grafana is published on 0.0.0.0"),
+        (LAN, "admin", "GRAFANA_ADMIN_PASSWORD is a published default"),
+        (LAN, "eleven char", "GRAFANA_ADMIN_PASSWORD is shorter than 12 characters"),
+        (LAN, "", "GRAFANA_ADMIN_PASSWORD is shorter than 12 characters"),
+        (EVERYWHERE, "twelve chars", None),
+        ("everywhere", "a password of my own", "PUBLIC_BIND_ADDRESS='everywhere' is not an IP address"),
+    ],
+)
+def test_grafana_beyond_loopback_refuses_a_known_or_short_password_in_one_line(
+    address: str, password: str, refusal: str | None
+) -> None:
+    services = with_env(**{PUBLIC_ADDRESS: address, "GRAFANA_ADMIN_PASSWORD": password})["services"]
+    # As compose runs it: python -m shop.grafana_check with the service's environment.
+    result = subprocess.run(
+        [sys.executable, "-m", "shop.grafana_check"],
+        env={"PYTHONPATH": str(ROOT / "apps"), **password_check_env(services)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout == ""
+    if refusal is None:
+        assert (result.returncode, result.stderr) == (0, "")
+    else:
+        assert result.returncode == 2
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"configuration error: {refusal}"), line
+
+
+def gateway_env(services: dict[str, Any]) -> dict[str, str]:
+    """What the gateway's process sees in compose: its image's ENV, then the service's environment."""
+    dockerfile = (ROOT / "apps" / "Dockerfile").read_text().replace("\\\n", " ")
+    image = {
+        name: value
+        for line in dockerfile.splitlines()
+        if line.startswith("ENV ")
+        for name, value in re.findall(r"(\w+)=(\S+)", line)
+    }
+    return {**image, **{name: str(value) for name, value in services["gateway"]["environment"].items()}}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "honoured"),
+    [
+        ({}, True),  # one laptop: the demo keeps them
+        ({BACKEND_ADDRESS: LAN}, True),
+        ({PUBLIC_ADDRESS: EVERYWHERE}, False),
+        ({PUBLIC_ADDRESS: LAN}, False),
+        ({PUBLIC_ADDRESS: LAN, "GATEWAY_ALLOW_FAULT_HEADERS_OFF_LOOPBACK": "true"}, True),
+        (
+            {
+                PUBLIC_ADDRESS: LAN,
+                "GATEWAY_ALLOW_FAULT_HEADERS_OFF_LOOPBACK": "true",
+                "GATEWAY_ALLOW_FAULT_HEADERS": "false",
+            },
+            False,
+        ),
+    ],
+)
+def test_fault_headers_beyond_loopback_need_the_second_switch(overrides: dict[str, str], honoured: bool) -> None:
+    services = with_env(**overrides)["services"]
+    env = gateway_env(services)
+    settings = GatewaySettings.from_env(env)
+    assert settings.honours_fault_headers is honoured
+    # The gateway judges the address its port is really published on...
+    assert {settings.public_address} == {host for host, _ in published(services["gateway"])}
+    # ...since in its container it listens on every interface: without that address it counts as exposed.
+    assert settings.server.host == EVERYWHERE
+    del env[PUBLIC_ADDRESS]
+    assert GatewaySettings.from_env(env).reachable_beyond_loopback
 
 
 def test_every_referenced_datasource_uid_exists() -> None:

@@ -99,9 +99,21 @@ def test_demo_places_every_kind_and_links_each_trace_and_its_logs(shop: Shop) ->
     assert "fault headers are disabled" not in result.stdout
 
 
-def test_demo_on_a_gateway_without_fault_headers_says_so_and_exits_1(tmp_path: Path) -> None:
-    with running_shop(tmp_path, GATEWAY_ALLOW_FAULT_HEADERS="false") as shop:
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"GATEWAY_ALLOW_FAULT_HEADERS": "false"},
+        # Published beyond loopback (compose passes the address), the variable alone is not enough.
+        {"GATEWAY_ALLOW_FAULT_HEADERS": "true", "PUBLIC_BIND_ADDRESS": "0.0.0.0"},
+    ],
+    ids=["off", "on-but-published-beyond-loopback"],
+)
+def test_demo_on_a_gateway_without_fault_headers_says_so_and_exits_1(tmp_path: Path, env: dict[str, str]) -> None:
+    with running_shop(tmp_path, **env) as shop:
         result = run_demo(shop.gateway)
+        logged = [line["message"] for line in shop.running["shop.gateway"].log_lines()]
+    warned = [message for message in logged if message.startswith("fault headers are off")]
+    assert len(warned) == (env["GATEWAY_ALLOW_FAULT_HEADERS"] == "true")
 
     assert result.returncode == 1, result.stdout + result.stderr
     rows = {m["kind"]: m for line in result.stdout.splitlines() if (m := ROW.match(line))}

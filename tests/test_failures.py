@@ -124,9 +124,17 @@ async def test_fault_delay_reaches_the_processor_only_when_allowed(start_stack: 
     allowed = await start_stack(gateway={"allow_fault_headers": True})
     status, _ = await allowed.place_order(order_body(), **delay)
     assert status == 201
+    # Published beyond loopback, the variable alone is not enough (docs/configuration.md#fault-headers-and-edge-trust).
+    exposed = await start_stack(gateway={"allow_fault_headers": True, "public_address": "0.0.0.0"})
+    status, _ = await exposed.place_order(order_body(), **delay)
+    assert status == 201
+    warnings = [r.log_record for r in capture.logs() if r.log_record.severity_text == "WARN"]
+    assert [str(w.body).split(";")[0] for w in warnings] == [
+        "fault headers are off: the gateway is reachable beyond loopback"
+    ]
 
     processor = [s for s in capture.spans() if s.name == "processor.authorize" and s.attributes]
-    assert [s.attributes["fault.delay_ms"] for s in processor if s.attributes] == [0, 150]
+    assert [s.attributes["fault.delay_ms"] for s in processor if s.attributes] == [0, 150, 0]
     # The processor slept for it (a lower bound, which no machine can miss by being slow).
     started, ended = processor[1].start_time, processor[1].end_time
     assert started is not None

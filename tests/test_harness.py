@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from harness import ROOT, orders
-from harness.compose import PUBLISHED_PORTS, dotenv
+from harness.compose import PUBLISHED_PORTS, dotenv, published_url
 from shop.gateway import edge
 from shop.payments import processor
 
@@ -44,6 +44,30 @@ def test_dotenv_reads_key_value_lines_and_skips_comments(tmp_path: Path) -> None
     env.write_text("# a comment\nA=1\n B = two words \nnot a pair\n#C=3\n")
     assert dotenv(env) == {"A": "1", "B": "two words"}
     assert dotenv(env.with_name("missing")) == {}
+
+
+def test_dotenv_reads_quoted_values_and_comments_after_a_value_as_compose_does(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text('A="pa ss #1" # why\nB=\'x\'\nC=plain # why\nD=no#comment\nE=""\n')
+    assert dotenv(env) == {"A": "pa ss #1", "B": "x", "C": "plain", "D": "no#comment", "E": ""}
+
+
+@pytest.mark.parametrize(
+    ("env", "gateway", "tempo"),
+    [
+        ({}, "http://127.0.0.1:8000", "http://127.0.0.1:3200"),
+        ({"PUBLIC_BIND_ADDRESS": "0.0.0.0"}, "http://127.0.0.1:8000", "http://127.0.0.1:3200"),
+        (
+            {"PUBLIC_BIND_ADDRESS": "192.0.2.10", "BACKEND_BIND_ADDRESS": "::1"},
+            "http://192.0.2.10:8000",
+            "http://[::1]:3200",
+        ),
+    ],
+)
+def test_the_scripts_reach_each_service_where_dotenv_publishes_it(
+    env: dict[str, str], gateway: str, tempo: str
+) -> None:
+    assert (published_url("gateway", env), published_url("tempo", env)) == (gateway, tempo)
 
 
 @pytest.mark.parametrize("imports", ["import harness", "import harness.orders, harness.compose", "import demo, smoke"])

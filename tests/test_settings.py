@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.resources import Resource
 
+from harness import ROOT
 from shop.settings import (
     DEFAULT_PORTS,
     GatewaySettings,
@@ -22,6 +25,7 @@ from shop.settings import (
     ServerSettings,
     SettingsError,
     TelemetrySettings,
+    is_loopback,
 )
 from shop.telemetry import OTEL_ENV_DEFAULTS, build_resource
 
@@ -104,6 +108,60 @@ def test_variables_replace_the_defaults_and_blank_ones_do_not() -> None:
 def test_bad_values_are_rejected_with_the_variable_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(".", r"\.")):
         PaymentsSettings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.1.1", True),  # Debian's /etc/hosts name for the machine itself
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),  # every interface
+        ("::", False),
+        ("192.168.1.20", False),
+        ("shop.example", False),  # a name is not resolved: unknown counts as reachable
+        ("", False),
+    ],
+)
+def test_only_loopback_addresses_count_as_this_machine_alone(address: str, loopback: bool) -> None:
+    assert is_loopback(address) is loopback
+
+
+@pytest.mark.parametrize(
+    ("env", "honoured"),
+    [
+        ({"GATEWAY_ALLOW_FAULT_HEADERS": "true"}, True),  # make run: HOST is 127.0.0.1
+        ({"GATEWAY_ALLOW_FAULT_HEADERS": "true", "HOST": "0.0.0.0"}, False),
+        ({"GATEWAY_ALLOW_FAULT_HEADERS": "true", "HOST": "0.0.0.0", "PUBLIC_BIND_ADDRESS": "127.0.0.1"}, True),
+        ({"GATEWAY_ALLOW_FAULT_HEADERS": "true", "PUBLIC_BIND_ADDRESS": "10.0.0.5"}, False),
+        (
+            {"GATEWAY_ALLOW_FAULT_HEADERS": "true", "HOST": "::", "GATEWAY_ALLOW_FAULT_HEADERS_OFF_LOOPBACK": "yes"},
+            True,
+        ),
+        ({"GATEWAY_ALLOW_FAULT_HEADERS_OFF_LOOPBACK": "true"}, False),  # the second switch alone turns nothing on
+    ],
+)
+def test_fault_headers_are_honoured_beyond_loopback_only_with_the_second_switch(
+    env: dict[str, str], honoured: bool
+) -> None:
+    assert GatewaySettings.from_env(env).honours_fault_headers is honoured
+
+
+def test_a_gateway_given_a_public_address_that_is_no_ip_address_refuses_to_start_in_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "shop.gateway"],
+        env={"PYTHONPATH": str(ROOT / "apps"), "PUBLIC_BIND_ADDRESS": "everywhere", "PORT": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "configuration error: PUBLIC_BIND_ADDRESS='everywhere' is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"
+    ]
 
 
 def test_the_start_up_step_put_the_otel_defaults_where_the_sdk_reads_them() -> None:

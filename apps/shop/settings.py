@@ -11,6 +11,7 @@ The ``OTEL_*`` variables the OpenTelemetry SDK reads itself (``OTEL_SERVICE_NAME
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -119,6 +120,26 @@ def path(name: str, raw: str) -> Path:
     return Path(raw)
 
 
+def ip_address(name: str, raw: str) -> str:
+    """An IPv4 or IPv6 address, as compose needs for a published port's host address."""
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)") from None
+    return raw
+
+
+def is_loopback(address: str) -> bool:
+    """True only for an address nothing but this machine can reach; 0.0.0.0, a LAN address or an unknown
+    host name is reachable from elsewhere (a name is not resolved: unknown counts as exposed)."""
+    if address.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def log_level(name: str, raw: str) -> str:
     value = raw.upper()
     if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -169,6 +190,23 @@ class GatewaySettings:
     orders_timeout_s: float = variable("ORDERS_TIMEOUT_S", number(0.05, 120.0), 3.0)
     # Off by default: a client must not steer internal behaviour unless the operator allows it.
     allow_fault_headers: bool = variable("GATEWAY_ALLOW_FAULT_HEADERS", boolean, False)
+    # Where other machines reach the gateway: compose passes the address it publishes the port on
+    # (the gateway itself listens on 0.0.0.0 in its container). Unset, it is where the gateway listens.
+    public_address: str | None = variable("PUBLIC_BIND_ADDRESS", ip_address, None)
+    # The second switch: fault headers even where the gateway is reachable beyond loopback.
+    allow_fault_headers_off_loopback: bool = variable("GATEWAY_ALLOW_FAULT_HEADERS_OFF_LOOPBACK", boolean, False)
+
+    @property
+    def reachable_beyond_loopback(self) -> bool:
+        return not is_loopback(self.public_address or self.server.host)
+
+    @property
+    def honours_fault_headers(self) -> bool:
+        """Fault headers hold requests open for up to a minute each: off wherever others can reach the
+        gateway, whatever GATEWAY_ALLOW_FAULT_HEADERS says, unless the second switch is set too."""
+        return self.allow_fault_headers and (
+            self.allow_fault_headers_off_loopback or not self.reachable_beyond_loopback
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:

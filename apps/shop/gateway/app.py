@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from shop.common.app import client_session_ctx, new_application
@@ -15,6 +17,12 @@ from shop.settings import ORDER_SERVICE, GatewaySettings
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
+    if settings.allow_fault_headers and not settings.honours_fault_headers:
+        logging.getLogger(__name__).warning(
+            "fault headers are off: the gateway is reachable beyond loopback; "
+            "GATEWAY_ALLOW_FAULT_HEADERS_OFF_LOOPBACK=true as well would honour them",
+            extra={"address": settings.public_address or settings.server.host},
+        )
     app = new_application([edge_context_middleware])
     registry = new_registry()
     app[SETTINGS] = settings

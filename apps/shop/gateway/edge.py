@@ -3,7 +3,8 @@
 Inbound ``traceparent`` is honoured, so a caller's own trace continues through the
 shop. Inbound ``baggage`` is dropped: it would otherwise flow to every service and
 could steer internal behaviour. Fault headers become baggage only when the operator
-sets GATEWAY_ALLOW_FAULT_HEADERS=true.
+sets GATEWAY_ALLOW_FAULT_HEADERS=true and the gateway is on loopback, or the second switch is
+set too (``GatewaySettings.honours_fault_headers``).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _fault_baggage(request: web.Request) -> dict[str, str]:
 async def edge_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     ctx = baggage.clear()
     if DELAY_HEADER in request.headers or FAIL_HEADER in request.headers:
-        if request.app[SETTINGS].allow_fault_headers:
+        if request.app[SETTINGS].honours_fault_headers:
             for key, value in _fault_baggage(request).items():
                 ctx = baggage.set_baggage(key, value, ctx)
             request.app[METRICS].fault_headers.labels(outcome="applied").inc(exemplar=trace_exemplar())

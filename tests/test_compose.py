@@ -266,6 +266,24 @@ def test_grafana_starts_only_after_the_check_passed_on_what_grafana_gets() -> No
 
 
 @pytest.mark.parametrize(
+    ("anonymous", "refusal"),
+    [("false", None), ("true", "GRAFANA_ANONYMOUS_VIEWERS is true and Grafana is published on 0.0.0.0")],
+)
+def test_grafana_beyond_loopback_refuses_anonymous_viewers(anonymous: str, refusal: str | None) -> None:
+    services = with_env(
+        **{
+            PUBLIC_ADDRESS: EVERYWHERE,
+            "GRAFANA_ADMIN_PASSWORD": "a password of my own",
+            "GRAFANA_ANONYMOUS_VIEWERS": anonymous,
+        }
+    )["services"]
+    env = password_check_env(services)
+    assert env["GRAFANA_ANONYMOUS_VIEWERS"] == services["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"]
+    reason = grafana_check.refusal(env)
+    assert reason == refusal if refusal is None else str(reason).startswith(refusal), reason
+
+
+@pytest.mark.parametrize(
     ("address", "password", "refusal"),
     [
         (LOOPBACK, "change-me", None),  # one laptop: as before
@@ -274,7 +292,7 @@ def test_grafana_starts_only_after_the_check_passed_on_what_grafana_gets() -> No
         (LAN, "admin", "GRAFANA_ADMIN_PASSWORD is a published default"),
         (LAN, "eleven char", "GRAFANA_ADMIN_PASSWORD is shorter than 12 characters"),
         (LAN, "", "GRAFANA_ADMIN_PASSWORD is shorter than 12 characters"),
-        (EVERYWHERE, "twelve chars", None),
+        (EVERYWHERE, "twelve chars", "GRAFANA_ANONYMOUS_VIEWERS is true and Grafana is published on 0.0.0.0"),
         ("everywhere", "a password of my own", "PUBLIC_BIND_ADDRESS='everywhere' is not an IP address"),
     ],
 )
@@ -282,6 +300,7 @@ def test_grafana_beyond_loopback_refuses_a_known_or_short_password_in_one_line(
     address: str, password: str, refusal: str | None
 ) -> None:
     services = with_env(**{PUBLIC_ADDRESS: address, "GRAFANA_ADMIN_PASSWORD": password})["services"]
+    assert password_check_env(services)["GRAFANA_ANONYMOUS_VIEWERS"] == "true", "as .env ships it"
     # As compose runs it: python -m shop.grafana_check with the service's environment.
     result = subprocess.run(
         [sys.executable, "-m", "shop.grafana_check"],

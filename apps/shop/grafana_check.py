@@ -1,10 +1,13 @@
-"""``python -m shop.grafana_check``: refuse to let Grafana start beyond loopback with a known password.
+"""``python -m shop.grafana_check``: refuse to let Grafana start beyond loopback with a known password,
+or with anonymous viewers.
 
-Compose runs it as a one-shot container before Grafana (which waits for it to succeed), with the two
-``.env`` values it judges. On loopback any password will do: only this machine can reach Grafana. Beyond
-it, the repository's default, Grafana's own, an empty or a short password stops Grafana from starting,
-with one line and exit status 2 (docs/configuration.md#running-it-on-a-shared-machine says why this
-refuses rather than generating a password).
+Compose runs it as a one-shot container before Grafana (which waits for it to succeed), with the
+``.env`` values it judges. On loopback anything goes: only this machine can reach Grafana. Beyond it,
+the repository's default, Grafana's own, an empty or a short password stops Grafana from starting, and
+so do anonymous viewers (a Viewer queries Prometheus, Tempo and Loki through Grafana's data sources,
+which would undo keeping the backends on loopback), with one line and exit status 2
+(docs/configuration.md#running-it-on-a-shared-machine says why this refuses rather than generating a
+password).
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ import os
 import sys
 from collections.abc import Mapping
 
-from shop.settings import SettingsError, ip_address, is_loopback
+from shop.settings import SettingsError, boolean, ip_address, is_loopback
 
 ADDRESS_VARIABLE = "PUBLIC_BIND_ADDRESS"
 PASSWORD_VARIABLE = "GRAFANA_ADMIN_PASSWORD"  # noqa: S105 (the name of a variable)
+ANONYMOUS_VARIABLE = "GRAFANA_ANONYMOUS_VIEWERS"
 # Printed in this repository's .env (a test keeps them equal), and Grafana's own first-start password.
 KNOWN_PASSWORDS = frozenset({"change-me", "admin"})
 MIN_LENGTH = 12
@@ -29,15 +33,21 @@ def refusal(env: Mapping[str, str]) -> str | None:
     if is_loopback(address):
         return None
     password = env.get(PASSWORD_VARIABLE, "")
+    beyond = f"Grafana is published on {address} ({ADDRESS_VARIABLE}), beyond loopback"
     if password in KNOWN_PASSWORDS:
         problem = "is a published default"
     elif len(password) < MIN_LENGTH:
         problem = f"is shorter than {MIN_LENGTH} characters"
+    elif boolean(ANONYMOUS_VARIABLE, env.get(ANONYMOUS_VARIABLE, "false")):
+        return (
+            f"{ANONYMOUS_VARIABLE} is true and {beyond}: anyone who reaches it could read every trace and log "
+            f"line; set {ANONYMOUS_VARIABLE}=false in .env, or {ADDRESS_VARIABLE}=127.0.0.1"
+        )
     else:
         return None
     return (
-        f"{PASSWORD_VARIABLE} {problem} and Grafana is published on {address} ({ADDRESS_VARIABLE}), beyond "
-        f"loopback: set a password of at least {MIN_LENGTH} characters in .env, or {ADDRESS_VARIABLE}=127.0.0.1"
+        f"{PASSWORD_VARIABLE} {problem} and {beyond}: set a password of at least {MIN_LENGTH} characters "
+        f"in .env, or {ADDRESS_VARIABLE}=127.0.0.1"
     )
 
 

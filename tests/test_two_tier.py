@@ -30,6 +30,9 @@ pytestmark = pytest.mark.backends
 
 ORDERS = 300
 CONTROL_ORDERS = 60
+RESTART_ORDERS = 50  # before, during and after the restart
+# The Collector's own counters of spans it gave up on (as own_counters() names them: no _total).
+LOSS_COUNTERS = ("_send_failed_spans", "_enqueue_failed_spans", "_refused_spans")
 SERVER_SPANS = {"gateway": "POST /api/order", "order-service": "POST /orders", "payment-service": "POST /payments"}
 EDGES = [("gateway", "order-service"), ("order-service", "payment-service")]
 # The service_graph connector's request counter as Prometheus stores it: the one place that names it.
@@ -116,13 +119,19 @@ def series_naming_a_gateway(prometheus: Prometheus, tiers: Tiers) -> dict[str, l
     return found
 
 
+def across_agents(workdir: Path, tiers: Tiers) -> Shop:
+    """The services, not started: gateway and payment-service export to agent A, order-service to agent B."""
+    agent_a, agent_b = ({"OTEL_EXPORTER_OTLP_ENDPOINT": agent.otlp_http_endpoint} for agent in tiers.agents)
+    shop = Shop(workdir / "shop", PAYMENTS_LATENCY_MIN_MS="0", PAYMENTS_LATENCY_MAX_MS="2")
+    shop.per_service = {"shop.gateway": agent_a, "shop.payments": agent_a, "shop.orders": agent_b}
+    return shop
+
+
 def observe(workdir: Path, orders: int, trace_routing: bool) -> Run:
     collector_binary()
     prometheus_binary()
     with two_tiers(workdir, trace_routing=trace_routing) as tiers:
-        agent_a, agent_b = ({"OTEL_EXPORTER_OTLP_ENDPOINT": agent.otlp_http_endpoint} for agent in tiers.agents)
-        shop = Shop(workdir / "shop", PAYMENTS_LATENCY_MIN_MS="0", PAYMENTS_LATENCY_MAX_MS="2")
-        shop.per_service = {"shop.gateway": agent_a, "shop.payments": agent_a, "shop.orders": agent_b}
+        shop = across_agents(workdir, tiers)
         prometheus = None
         try:
             shop.start_all()
@@ -182,17 +191,17 @@ def edge_problems(run: Run) -> list[str]:
     return problems
 
 
-def trace_problems(run: Run) -> list[str]:
+def trace_problems(trace_ids: list[str], tiers: Tiers) -> list[str]:
     """Every order's trace complete at Tempo (each parent present, one root, all three services), and all of
     it sent by one gateway."""
     gateways_of: dict[bytes, set[int]] = defaultdict(set)
     spans: dict[bytes, list[tuple[str, bytes, bytes]]] = defaultdict(list)
-    for index, tempo in enumerate(run.tiers.tempos):
+    for index, tempo in enumerate(tiers.tempos):
         for resource, span in tempo.spans():
             gateways_of[span.trace_id].add(index)
             spans[span.trace_id].append((resource["service.name"], span.span_id, span.parent_span_id))
     problems = []
-    for trace_id in map(bytes.fromhex, run.trace_ids):
+    for trace_id in map(bytes.fromhex, trace_ids):
         ids = {span_id for _, span_id, _ in spans[trace_id]}
         roots = [span_id for _, span_id, parent in spans[trace_id] if not parent]
         orphans = [span_id for _, span_id, parent in spans[trace_id] if parent and parent not in ids]
@@ -213,7 +222,7 @@ def test_every_call_between_services_is_one_edge(routed: Run) -> None:
 
 
 def test_every_trace_is_complete_and_went_through_one_gateway(routed: Run) -> None:
-    assert trace_problems(routed) == []
+    assert trace_problems(routed.trace_ids, routed.tiers) == []
 
 
 def test_dashboards_and_rules_sum_the_gateways_away(routed: Run) -> None:
@@ -237,4 +246,31 @@ def test_control_plain_forwarding_breaks_the_edges_and_splits_the_traces(forward
     for client, server in EDGES:
         assert any(problem.startswith(f"{client} -> {server}:") for problem in problems), problems
     assert any(problem.startswith("edge (") and "unknown" in problem for problem in problems), problems
-    assert any("went through gateways" in problem for problem in trace_problems(forwarded))
+    assert any("went through gateways" in problem for problem in trace_problems(forwarded.trace_ids, forwarded.tiers))
+
+
+def test_a_gateway_restart_loses_no_span(tmp_path: Path) -> None:
+    """While a gateway restarts, the agents' bounded queue holds its share and retries: every trace placed
+    before, during and after still reaches Tempo whole, and no agent counts a failed or refused span."""
+    collector_binary()
+    with two_tiers(tmp_path) as tiers:
+        shop = across_agents(tmp_path, tiers)
+        try:
+            shop.start_all()
+            restarted = tiers.gateways[1]
+            with ThreadPoolExecutor(4) as pool:
+                trace_ids = list(pool.map(lambda _: place(shop.gateway), range(RESTART_ORDERS)))
+                restarted.process.stop()
+                trace_ids += pool.map(lambda _: place(shop.gateway), range(RESTART_ORDERS))
+                restarted.start()
+                trace_ids += pool.map(lambda _: place(shop.gateway), range(RESTART_ORDERS))
+            time.sleep(2)  # the services' 200 ms batches, then the Collectors' own
+            tiers.wait_until_idle()
+            counters = [agent.own_counters() for agent in tiers.agents]
+        finally:
+            shop.kill_all()
+    assert trace_problems(trace_ids, tiers) == []
+    for agent in counters:
+        lost = {name: value for name, value in agent.items() if name.endswith(LOSS_COUNTERS) and value}
+        assert lost == {}
+        assert agent["otelcol_exporter_sent_spans"] == agent["otelcol_receiver_accepted_spans"]

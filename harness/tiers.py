@@ -39,11 +39,17 @@ def static_resolver(gateways: list[Collector]) -> str:
 
 @contextmanager
 def two_tiers(
-    workdir: Path, agents: int = 2, gateways: int = 2, trace_routing: bool = True, record: bool = True
+    workdir: Path,
+    agents: int = 2,
+    gateways: int = 2,
+    trace_routing: bool = True,
+    record: bool = True,
+    **agent_env: str,
 ) -> Iterator[Tiers]:
     """Gateways first (agents route to what they find), then agents. ``trace_routing=False`` is the control:
     each agent sends everything to one gateway of its own (agent i to gateway i mod n), plain forwarding
-    with the same configs. ``record=False``: the stand-ins keep nothing (for a benchmark)."""
+    with the same configs. ``record=False``: the stand-ins keep nothing (for a benchmark). ``agent_env``:
+    more variables for the agents."""
     with ExitStack() as stack:
         tempos = [stack.enter_context(OtlpSink(record)) for _ in range(gateways)]
         loki = stack.enter_context(OtlpSink(record))
@@ -68,6 +74,7 @@ def two_tiers(
                 OTELCOL_GATEWAY_RESOLVER=static_resolver(
                     gateway_list if trace_routing else [gateway_list[i % gateways]]
                 ),
+                **agent_env,
             )
             for i in range(agents)
         ]

@@ -5,7 +5,8 @@ docs/telemetry.md) built once with distinct trace IDs, then replayed by sender t
 Collector answers, for ``--seconds``. Setups, each with the real configs and the built binary:
 - one Collector (config.yaml), as compose runs it;
 - two tiers: one agent routing by trace ID to one gateway (agent.yaml, gateway.yaml): the per-span cost of
-  each tier. More agents or gateways divide the same spans between more cores.
+  each tier. More agents or gateways divide the same spans between more cores. The agent's queue blocks
+  when full (OTELCOL_GATEWAY_QUEUE_BLOCK=true), so it pushes back on the senders instead of dropping.
 The figure is spans accepted per CPU-second of each Collector process (from /proc, until it is idle
 again): what one fully busy core takes. The senders and the stand-ins (Tempo's discards what it gets) run
 on the same machine, so wall-clock rates say less than the CPU figures.
@@ -215,7 +216,8 @@ def one_tier(workdir: Path, bodies: list[bytes], args: argparse.Namespace) -> Me
 
 
 def two_tier(workdir: Path, bodies: list[bytes], args: argparse.Namespace) -> Measured:
-    with two_tiers(workdir, agents=1, gateways=1, record=False) as tiers:
+    # Blocking when the gateway's queue is full: the senders slow down instead of the agent dropping.
+    with two_tiers(workdir, agents=1, gateways=1, record=False, OTELCOL_GATEWAY_QUEUE_BLOCK="true") as tiers:
         return load(tiers.agents[0], tiers.collectors, bodies, args.seconds, args.senders)
 
 

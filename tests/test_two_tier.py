@@ -43,7 +43,7 @@ CALLS = (
     "sum by (service_name, span_name, collector_instance_id) "
     '(traces_span_metrics_calls_total{span_kind="SPAN_KIND_SERVER"})'
 )
-EDGE_REQUESTS = f"sum by (client, server, connection_type) ({SERVICE_GRAPH_REQUESTS})"
+EDGE_REQUESTS = f"sum by (client, server, connection_type, collector_instance_id) ({SERVICE_GRAPH_REQUESTS})"
 SCRAPE_INTERVAL_S = 5  # prometheus/prometheus.yml
 
 Series = dict[tuple[str, ...], float]
@@ -55,7 +55,7 @@ class Run:
     trace_ids: list[str]
     tiers: Tiers
     calls: Series  # (service, span name, gateway) -> server calls
-    edges: Series  # (client, server, connection type) -> requests
+    edges: Series  # (client, server, connection type, gateway) -> requests
     expired_edges: float  # summed over the gateways
     per_gateway: dict[str, list[dict[str, str]]]  # dashboard or rule query -> its series that name a gateway
     agent_counters: list[dict[str, float]]  # each agent's own metrics at the end
@@ -69,7 +69,7 @@ class Run:
         return dict(found)
 
     def requests(self, client: str, server: str) -> float:
-        return sum(value for (c, s, _), value in self.edges.items() if (c, s) == (client, server))
+        return sum(value for (c, s, *_), value in self.edges.items() if (c, s) == (client, server))
 
 
 def place(gateway: str) -> str:
@@ -92,7 +92,7 @@ def settled(prometheus: Prometheus, timeout_s: float = 90) -> tuple[Series, Seri
         reads.append(
             (
                 read(prometheus, CALLS, ("service_name", "span_name", "collector_instance_id")),
-                read(prometheus, EDGE_REQUESTS, ("client", "server", "connection_type")),
+                read(prometheus, EDGE_REQUESTS, ("client", "server", "connection_type", "collector_instance_id")),
             )
         )
         if len(reads) >= 3 and all(reads[-1]) and reads[-1] == reads[-2] == reads[-3]:
@@ -163,15 +163,17 @@ def forwarded(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 
 def count_problems(run: Run) -> list[str]:
-    """Server calls summed over the gateways equal the orders, per service; both gateways took a share."""
+    """Server calls summed over the gateways equal the orders, per service; both gateways took a share, and
+    named it on span metrics and service-graph edges alike."""
     problems = []
     for service in SERVER_SPANS:
         per_gateway = run.server_calls(service)
         if sum(per_gateway.values()) != run.orders:
             problems.append(f"{service}: {per_gateway} server calls for {run.orders} orders")
-    gateways = {gateway for (_, _, gateway) in run.calls}
-    if gateways != {f"gateway-{i}" for i in range(len(run.tiers.gateways))}:
-        problems.append(f"span metrics came from {gateways}")
+    expected = {f"gateway-{i}" for i in range(len(run.tiers.gateways))}
+    for family, series in (("span metrics", run.calls), ("edges", run.edges)):
+        if {key[-1] for key in series} != expected:
+            problems.append(f"{family} came from {sorted({key[-1] for key in series})}")
     return problems
 
 

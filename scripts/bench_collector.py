@@ -273,7 +273,8 @@ def main() -> int:
                 results[setup].append(measured)
                 print(
                     f"    {measured.accepted:.0f} spans accepted, {measured.refused:.0f} refused, "
-                    f"{measured.sent_to_tempo:.0f} sent to Tempo, CPU-s {measured.cpu_s}",
+                    f"{measured.sent_to_tempo:.0f} sent to Tempo, CPU-s "
+                    + ", ".join(f"{name} {cpu:.2f}" for name, cpu in measured.cpu_s.items()),
                     file=sys.stderr,
                     flush=True,
                 )

@@ -45,6 +45,8 @@ CALLS = (
 )
 EDGE_REQUESTS = f"sum by (client, server, connection_type, collector_instance_id) ({SERVICE_GRAPH_REQUESTS})"
 SCRAPE_INTERVAL_S = 5  # prometheus/prometheus.yml
+# The services' own HTTP server metric (SDK), by service: through the agents' Prometheus exporters.
+SDK_SERVER_REQUESTS = "count by (job) (http_server_request_duration_seconds_count)"
 
 Series = dict[tuple[str, ...], float]
 
@@ -58,7 +60,9 @@ class Run:
     edges: Series  # (client, server, connection type, gateway) -> requests
     expired_edges: float  # summed over the gateways
     per_gateway: dict[str, list[dict[str, str]]]  # dashboard or rule query -> its series that name a gateway
-    agent_counters: list[dict[str, float]]  # each agent's own metrics at the end
+    agent_counters: list[dict[str, float]]  # each Collector's own metrics at the end
+    gateway_counters: list[dict[str, float]]
+    sdk_metric_jobs: set[str]  # the services whose own HTTP metrics reached Prometheus
 
     def server_calls(self, service: str) -> dict[str, float]:
         """Per gateway (its collector.instance.id)."""
@@ -122,7 +126,9 @@ def series_naming_a_gateway(prometheus: Prometheus, tiers: Tiers) -> dict[str, l
 def across_agents(workdir: Path, tiers: Tiers) -> Shop:
     """The services, not started: gateway and payment-service export to agent A, order-service to agent B."""
     agent_a, agent_b = ({"OTEL_EXPORTER_OTLP_ENDPOINT": agent.otlp_http_endpoint} for agent in tiers.agents)
-    shop = Shop(workdir / "shop", PAYMENTS_LATENCY_MIN_MS="0", PAYMENTS_LATENCY_MAX_MS="2")
+    shop = Shop(
+        workdir / "shop", PAYMENTS_LATENCY_MIN_MS="0", PAYMENTS_LATENCY_MAX_MS="2", OTEL_METRIC_EXPORT_INTERVAL="5000"
+    )
     shop.per_service = {"shop.gateway": agent_a, "shop.payments": agent_a, "shop.orders": agent_b}
     return shop
 
@@ -144,8 +150,18 @@ def observe(workdir: Path, orders: int, trace_routing: bool) -> Run:
             expired = sum(gateway.own_counters().get(EXPIRED_EDGES, 0.0) for gateway in tiers.gateways)
             prometheus.wait_for("service:traces_span_metrics_calls:rate5m")  # the rules have run
             per_gateway = series_naming_a_gateway(prometheus, tiers)
-            agent_counters = [agent.own_counters() for agent in tiers.agents]
-            return Run(orders, trace_ids, tiers, calls, edges, expired, per_gateway, agent_counters)
+            return Run(
+                orders,
+                trace_ids,
+                tiers,
+                calls,
+                edges,
+                expired,
+                per_gateway,
+                [agent.own_counters() for agent in tiers.agents],
+                [gateway.own_counters() for gateway in tiers.gateways],
+                {s["metric"]["job"] for s in prometheus.query(SDK_SERVER_REQUESTS)},
+            )
         finally:
             shop.kill_all()
             if prometheus is not None:
@@ -238,6 +254,10 @@ def test_logs_and_metrics_take_the_agents_direct_paths(routed: Run) -> None:
         assert set(tempo.paths) == {"/v1/traces"}, "only traces go to Tempo"
     for counters in routed.agent_counters:
         assert counters["otelcol_exporter_sent_spans"] == counters["otelcol_receiver_accepted_spans"] > 0
+    assert routed.sdk_metric_jobs == {f"shop/{service}" for service in SERVER_SPANS}
+    for counters in routed.gateway_counters:
+        assert counters.get("otelcol_receiver_accepted_metric_points", 0) == 0, "metrics skip the gateways"
+        assert counters.get("otelcol_receiver_accepted_log_records", 0) == 0, "logs skip the gateways"
 
 
 def test_control_plain_forwarding_breaks_the_edges_and_splits_the_traces(forwarded: Run) -> None:

@@ -97,4 +97,5 @@ def test_prometheus_finds_every_collector_under_one_name() -> None:
     prometheus = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
     for job, port in (("otel-collector", 8889), ("otel-collector-internal", 8888)):
-        assert jobs[job]["dns_sd_configs"] == [{"names": [COLLECTORS_DNS_NAME], "type": "A", "port": port}]
+        [dns] = jobs[job]["dns_sd_configs"]
+        assert (dns["names"], dns["type"], dns["port"]) == ([COLLECTORS_DNS_NAME], "A", port)

@@ -14,7 +14,7 @@ COLLECTOR_RELEASE := $(shell sed -n 's/^  version: *//p' otel-collector/builder-
 BUILDER := build/bin/builder-v$(COLLECTOR_RELEASE)
 COLLECTOR := build/otelcol/otelcol-shop
 
-.PHONY: venv run test test-fast check format lock clean collector prometheus dashboards smoke bench load demo
+.PHONY: venv run test test-fast check format lock clean collector prometheus dashboards smoke bench bench-collector load demo
 
 venv: $(STAMP)
 
@@ -79,6 +79,10 @@ dashboards: $(STAMP)
 bench: $(STAMP) $(COLLECTOR)
 	@command -v wrk >/dev/null || { echo "==> installing wrk from Debian's packages"; $(SUDO) apt-get install -y -q wrk; }
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+## bench-collector: spans/s one Collector core takes, one Collector vs two tiers (BENCH_COLLECTOR_ARGS=--repeat 3)
+bench-collector: $(STAMP) $(COLLECTOR)
+	$(BIN)/python scripts/bench_collector.py $(BENCH_COLLECTOR_ARGS)
 
 ## load: shop traffic from Locust for the dashboards (RATE actions/s, DURATION, USERS, MIX; GATEWAY_URL)
 RATE ?= 10

@@ -13,7 +13,7 @@ import shutil
 import time
 import urllib.parse
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,16 +28,29 @@ from harness.processes import BackgroundProcess, Shop, free_port, http
 
 COLLECTOR_BINARY = ROOT / "build" / "otelcol" / "otelcol-shop"
 COLLECTOR_CONFIG = ROOT / "otel-collector" / "config.yaml"
+# What each Collector runs: config.yaml alone, or one tier of two merged over it (docs/scaling.md).
+# docker-compose.two-tier.yml names the same files (a test checks).
+COLLECTOR_ROLES: dict[str, tuple[Path, ...]] = {
+    "single": (COLLECTOR_CONFIG,),
+    "agent": (COLLECTOR_CONFIG, COLLECTOR_CONFIG.with_name("agent.yaml")),
+    "gateway": (COLLECTOR_CONFIG, COLLECTOR_CONFIG.with_name("gateway.yaml")),
+}
 PROMETHEUS_CONFIG = ROOT / "prometheus" / "prometheus.yml"
 PROMETHEUS_RULES = ROOT / "prometheus" / "rules"
+# The name compose's DNS gives every Collector container (one, or agents and gateways), for Prometheus.
+COLLECTORS_DNS_NAME = "otel-collectors"
 
 
 class Collector:
-    """The built Collector running the real config, every address moved to a free loopback port."""
+    """The built Collector running the real config (of a role: COLLECTOR_ROLES), every address moved to a
+    free loopback port; ``env`` sets what the role's config reads besides."""
 
-    def __init__(self, workdir: Path, tempo_endpoint: str, loki_endpoint: str) -> None:
+    def __init__(
+        self, workdir: Path, tempo_endpoint: str, loki_endpoint: str, role: str = "single", **env: str
+    ) -> None:
         self.ports = {name: free_port() for name in ("grpc", "http", "health", "prometheus", "telemetry")}
         self.workdir = workdir
+        self.configs = COLLECTOR_ROLES[role]
         self.env = {
             "PATH": os.environ.get("PATH", ""),
             "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['grpc']}",
@@ -48,6 +61,7 @@ class Collector:
             "OTELCOL_TELEMETRY_PORT": str(self.ports["telemetry"]),
             "TEMPO_OTLP_HTTP_ENDPOINT": tempo_endpoint,
             "LOKI_OTLP_HTTP_ENDPOINT": loki_endpoint,
+            **env,
         }
         self.process = self.start()
 
@@ -55,7 +69,7 @@ class Collector:
         """Start (again, after a kill) on the same ports; returns once its health check answers."""
         self.process = BackgroundProcess.start(
             "otelcol",
-            [str(COLLECTOR_BINARY), "--config", str(COLLECTOR_CONFIG)],
+            [str(COLLECTOR_BINARY), *(f"--config={config}" for config in self.configs)],
             self.workdir,
             self.env,
             f"http://127.0.0.1:{self.ports['health']}",
@@ -111,6 +125,10 @@ class Collector:
         return f"http://127.0.0.1:{self.ports['http']}"
 
     @property
+    def otlp_grpc_target(self) -> str:
+        return f"127.0.0.1:{self.ports['grpc']}"
+
+    @property
     def prometheus_target(self) -> str:
         return f"127.0.0.1:{self.ports['prometheus']}"
 
@@ -119,12 +137,25 @@ class Collector:
         return f"127.0.0.1:{self.ports['telemetry']}"
 
 
-def localized_prometheus_config(targets: dict[str, str]) -> dict[str, Any]:
-    """prometheus.yml with each compose target replaced; a target without a replacement is an error."""
+Targets = Mapping[str, str | Sequence[str]]
+
+
+def localized_prometheus_config(targets: Targets) -> dict[str, Any]:
+    """prometheus.yml with each compose target replaced (by one or several), and each DNS name that compose
+    resolves to every Collector by the Collectors' targets (``name:port``): a target without a replacement
+    is an error."""
+
+    def replaced(target: str) -> list[str]:
+        found = targets[target]
+        return [found] if isinstance(found, str) else list(found)
+
     config: dict[str, Any] = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     for job in config["scrape_configs"]:
-        for static in job["static_configs"]:
-            static["targets"] = [targets[target] for target in static["targets"]]
+        static_configs = job.setdefault("static_configs", [])
+        for static in static_configs:
+            static["targets"] = [local for target in static["targets"] for local in replaced(target)]
+        for dns in job.pop("dns_sd_configs", []):
+            static_configs.extend({"targets": replaced(f"{name}:{dns['port']}")} for name in dns["names"])
     return config
 
 
@@ -140,11 +171,11 @@ def collector_with_stand_ins(workdir: Path) -> Iterator[tuple[Collector, OtlpSin
             collector.process.stop()
 
 
-def scrape_targets(collector: Collector, shop_ports: dict[str, int]) -> dict[str, str]:
-    """prometheus.yml's compose targets, each moved to where the test's Collector and services listen."""
+def scrape_targets(collectors: Sequence[Collector], shop_ports: dict[str, int]) -> Targets:
+    """prometheus.yml's compose targets, each moved to where the test's Collectors and services listen."""
     return {
-        "otel-collector:8889": collector.prometheus_target,
-        "otel-collector:8888": collector.telemetry_target,
+        f"{COLLECTORS_DNS_NAME}:8889": [collector.prometheus_target for collector in collectors],
+        f"{COLLECTORS_DNS_NAME}:8888": [collector.telemetry_target for collector in collectors],
         "gateway:8000": f"127.0.0.1:{shop_ports['shop.gateway']}",
         "order-service:8001": f"127.0.0.1:{shop_ports['shop.orders']}",
         "payment-service:8002": f"127.0.0.1:{shop_ports['shop.payments']}",
@@ -154,7 +185,7 @@ def scrape_targets(collector: Collector, shop_ports: dict[str, int]) -> dict[str
 class Prometheus:
     """Debian's Prometheus with the real config and rules; only the scrape targets point elsewhere."""
 
-    def __init__(self, workdir: Path, targets: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, targets: Targets) -> None:
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         config = localized_prometheus_config({**targets, "localhost:9090": f"127.0.0.1:{self.port}"})
@@ -228,7 +259,7 @@ def observed_shop(workdir: Path, **env: str) -> Iterator[ObservedShop]:
         prometheus = None
         try:
             shop.start_all()
-            prometheus = Prometheus(workdir / "prometheus", scrape_targets(collector, shop.ports))
+            prometheus = Prometheus(workdir / "prometheus", scrape_targets([collector], shop.ports))
             yield ObservedShop(shop, collector, tempo, loki, prometheus)
         finally:
             shop.kill_all()

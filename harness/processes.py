@@ -127,11 +127,13 @@ SERVICE_NAMES = {"shop.gateway": "gateway", "shop.orders": "order-service", "sho
 
 
 class Shop:
-    """The three services as processes, each pointed at the next one's port."""
+    """The three services as processes, each pointed at the next one's port; ``env`` for all of them, and
+    ``per_service`` (module -> variables, set before starting) over it for some."""
 
     def __init__(self, workdir: Path, **env: str) -> None:
         self.workdir = workdir
         self.env = {"ORDERS_DB_PATH": str(workdir / "orders.sqlite3"), **env}
+        self.per_service: dict[str, dict[str, str]] = {}
         self.ports = {module: free_port() for module in SERVICE_NAMES}
         self.running: dict[str, BackgroundProcess] = {}
 
@@ -140,7 +142,8 @@ class Shop:
             "shop.orders": {"PAYMENTS_URL": f"http://127.0.0.1:{self.ports['shop.payments']}"},
             "shop.gateway": {"ORDERS_URL": f"http://127.0.0.1:{self.ports['shop.orders']}"},
         }.get(module, {})
-        service = start_service(module, self.ports[module], self.workdir, **self.env, **links)
+        env = {**self.env, **self.per_service.get(module, {}), **links}
+        service = start_service(module, self.ports[module], self.workdir, **env)
         self.running[module] = service
         return service
 

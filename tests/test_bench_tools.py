@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+import bench_collector
 import profiles
 from bench import Result, environment_setting, median_of, wrk_duration_ms
+from harness.otlp_sink import resource_attributes
 
 pytestmark = pytest.mark.unit
 
@@ -61,3 +66,21 @@ def test_rounds_merge_into_medians_and_summed_counts() -> None:
     assert (merged.throughput_rps, merged.cpu_s_per_1000, merged.fixed_p99_ms) == (400.0, 3.5, 12.0)
     assert (merged.orders, merged.spans_expected, merged.spans_received) == (300, 2700, 2700)
     assert merged.spans_accepted is None  # not measured in these rounds
+
+
+def test_bench_collector_replays_whole_shop_traces() -> None:
+    """What `make bench-collector` sends: complete traces of the three services, as the shop makes them."""
+    request = ExportTraceServiceRequest.FromString(bench_collector.export_request())
+    traces: dict[bytes, list[tuple[str, Span]]] = defaultdict(list)
+    for resource_spans in request.resource_spans:
+        service = resource_attributes(resource_spans.resource)["service.name"]
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                traces[span.trace_id].append((service, span))
+    assert len(traces) == bench_collector.TRACES_PER_REQUEST
+    assert sum(map(len, traces.values())) == bench_collector.SPANS_PER_REQUEST
+    for spans in traces.values():
+        ids = {span.span_id for _, span in spans}
+        assert [span.name for _, span in spans if not span.parent_span_id] == ["POST /api/order"]
+        assert all(span.parent_span_id in ids for _, span in spans if span.parent_span_id)
+        assert {service for service, _ in spans} == set(bench_collector.SERVICES)

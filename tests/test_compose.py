@@ -22,7 +22,7 @@ import yaml
 from compose_file import COMPOSE, InterpolationError, interpolate, load_compose, raw_compose
 from grafana_queries import DATASOURCES, datasources, referenced_datasource_uids
 from harness import ROOT
-from harness.backends import COLLECTOR_CONFIG
+from harness.backends import COLLECTOR_ROLES
 from harness.compose import BACKEND_ADDRESS, PUBLIC_ADDRESS, PUBLIC_SERVICES, address_variable, dotenv
 from shop import grafana_check
 from shop.settings import GatewaySettings
@@ -84,9 +84,14 @@ def test_collector_image_is_the_release_built_here(compose: dict[str, Any]) -> N
             assert component["gomod"].endswith(f" v{release}"), component
 
 
-def test_builder_manifest_has_exactly_the_components_the_config_uses() -> None:
-    config = yaml.safe_load(COLLECTOR_CONFIG.read_text())
-    used = {(kind, name.split("/")[0]) for kind in COMPONENT_KINDS for name in config[kind]}
+def test_builder_manifest_has_exactly_the_components_the_configs_use() -> None:
+    configs = {path for paths in COLLECTOR_ROLES.values() for path in paths}
+    used = {
+        (kind, name.split("/")[0])
+        for config in map(yaml.safe_load, (path.read_text() for path in configs))
+        for kind in COMPONENT_KINDS
+        for name in config.get(kind) or {}
+    }
     listing = subprocess.run(
         [collector_binary(), "components"], capture_output=True, text=True, timeout=60, check=True
     ).stdout

@@ -21,7 +21,6 @@ import yaml
 import smoke
 from grafana_queries import datasources, promql_expressions
 from harness.backends import (
-    COLLECTOR_CONFIG,
     PROMETHEUS_RULES,
     Collector,
     Prometheus,
@@ -122,17 +121,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             assert prometheus.wait_for(expr), f"no data for {expr} within the time limit"
         collector.wait_until_idle()
         yield Stack(observed.tempo, observed.loki, collector, shop, prometheus, orders)
-
-
-def test_collector_validates_the_config() -> None:
-    result = subprocess.run(
-        [collector_binary(), "validate", "--config", str(COLLECTOR_CONFIG)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
 
 
 def test_every_order_reaches_tempo_as_one_complete_trace(stack: Stack) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import yaml
 
@@ -20,6 +21,8 @@ from harness import ROOT
 
 # The Kubernetes release the manifests and the rendered charts are checked against (and helm's --kube-version).
 KUBERNETES_VERSION = "1.35.0"
+# Everything of the stack lives in one namespace (deploy/kubernetes/namespace.yaml).
+NAMESPACE = "shop"
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 HELM_VALUES = MANIFESTS / "helm"
 
@@ -84,9 +87,22 @@ class Validation:
         return f"{self.document.get('kind')}/{self.document.get('metadata', {}).get('name')}"
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads a lone "=" as the "value" type, which PyYAML cannot construct; in a CRD's enum it is text."""
+
+
+def _text(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    assert isinstance(node, yaml.ScalarNode), "only a scalar can be the value type"
+    return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:value", _text)
+
+
 def documents(text: str) -> list[dict[str, Any]]:
     """The non-empty YAML documents of a manifest file."""
-    return [document for document in yaml.safe_load_all(text) if document]
+    # _Loader is a SafeLoader: no arbitrary objects.
+    return [document for document in yaml.load_all(text, Loader=_Loader) if document]
 
 
 def manifest_documents() -> Iterator[tuple[Path, dict[str, Any]]]:
@@ -106,3 +122,36 @@ def validate(document: dict[str, Any]) -> Validation:
         path = ".".join(str(part) for part in error.path)
         return Validation(document, Outcome.INVALID, f"{path}: {error.message}")
     return Validation(document, Outcome.PASSED)
+
+
+def custom_resource_schemas(rendered: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The openAPIV3Schema of each (apiVersion, kind) that the CustomResourceDefinitions among ``rendered`` define."""
+    schemas = {}
+    for document in rendered:
+        if document.get("kind") == "CustomResourceDefinition":
+            spec = document["spec"]
+            for version in spec["versions"]:
+                if "schema" in version:
+                    api_version = f"{spec['group']}/{version['name']}"
+                    schemas[api_version, spec["names"]["kind"]] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+def validate_custom_resource(document: dict[str, Any], schema: dict[str, Any]) -> Validation:
+    """A custom resource against its CRD's schema, as the API server checks it (unknown fields aside: the
+    API server prunes them, so this is not strict)."""
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(document), key=str)
+    if errors:
+        path = ".".join(str(part) for part in errors[0].path)
+        return Validation(document, Outcome.INVALID, f"{path}: {errors[0].message}")
+    return Validation(document, Outcome.PASSED)
+
+
+def prometheus_rule(path: Path) -> dict[str, Any]:
+    """A Prometheus rules file (prometheus/rules/*.yml) as the PrometheusRule the Prometheus Operator loads."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": path.stem, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/part-of": "shop"}},
+        "spec": yaml.safe_load(path.read_text()),
+    }

@@ -9,6 +9,7 @@ rendered by hand (docs/scaling.md#kubernetes); here they are checked for the pin
 from __future__ import annotations
 
 import re
+import subprocess
 from dataclasses import fields, is_dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -18,13 +19,24 @@ import yaml
 
 from harness import ROOT
 from harness.compose import dotenv
-from harness.kubernetes import CHARTS, HELM_VALUES, Outcome, documents, manifest_documents, validate
+from harness.kubernetes import (
+    CHARTS,
+    HELM_VALUES,
+    KUBERNETES_VERSION,
+    NAMESPACE,
+    Outcome,
+    documents,
+    manifest_documents,
+    prometheus_rule,
+    validate,
+)
+from k8s_charts import helm_template
 from shop.settings import DEFAULT_PORTS, GatewaySettings, OrdersSettings, PaymentsSettings
 
 pytestmark = pytest.mark.unit
 
 ENV = dotenv()
-NAMESPACE = "shop"
+
 SHOP_SETTINGS = {"gateway": GatewaySettings, "order-service": OrdersSettings, "payment-service": PaymentsSettings}
 COLLECTORS = ("otel-agent", "otel-gateway")
 # Variables the OpenTelemetry SDK reads itself (apps/shop/settings.py leaves them to it).
@@ -262,3 +274,29 @@ def test_loki_chart_checks_the_schema_loki_reads() -> None:
 
 def test_documents_skips_empty_documents() -> None:
     assert documents("---\n# a comment only\n---\nkind: A\n") == [{"kind": "A"}]
+
+
+def test_prometheus_rules_become_prometheus_rule_objects_unchanged() -> None:
+    paths = sorted((ROOT / "prometheus" / "rules").glob("*.yml"))
+    assert paths
+    for path in paths:
+        rule = prometheus_rule(path)
+        # A custom resource: scripts/k8s_charts.py checks it against kube-prometheus-stack's CRD.
+        assert validate(rule).outcome is Outcome.NO_SCHEMA
+        assert rule["spec"] == yaml.safe_load(path.read_text())
+        assert rule["metadata"]["namespace"] == NAMESPACE
+
+
+def test_helm_template_is_always_told_the_kubernetes_version_and_the_repository_files() -> None:
+    for chart in CHARTS:
+        command = helm_template("helm", chart, Path("charts") / chart.chart)
+        assert command[command.index("--kube-version") + 1] == KUBERNETES_VERSION
+        assert command[command.index("--values") + 1] == str(chart.values)
+        assert command.count("--set-file") == len(chart.set_files)
+
+
+def test_the_tempo_post_renderer_drops_only_the_flag_tempo_3_refuses() -> None:
+    (tempo,) = (chart for chart in CHARTS if chart.release == "tempo")
+    rendered = "      - args:\n        - -config.file=/conf/tempo.yaml\n        - -mem-ballast-size-mbs=1024\n"
+    kept = subprocess.run(tempo.post_renderer, input=rendered, capture_output=True, text=True, check=True).stdout
+    assert kept == "      - args:\n        - -config.file=/conf/tempo.yaml\n"

@@ -32,6 +32,7 @@ from harness.kubernetes import (
 )
 from k8s_charts import helm_template
 from shop.settings import DEFAULT_PORTS, GatewaySettings, OrdersSettings, PaymentsSettings
+from tools import collector_binary
 
 pytestmark = pytest.mark.unit
 
@@ -178,7 +179,8 @@ def test_the_gateway_tier_is_headless_and_the_agents_resolve_it_by_dns() -> None
     service = objects("Service")["otel-gateway"]
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["selector"] == {"app.kubernetes.io/name": "otel-gateway"}
-    expected = {"dns": {"hostname": f"otel-gateway.{NAMESPACE}.svc.cluster.local", "port": 4317}}
+    # The port as text: the resolver refuses a number ("expected type 'string', got unconvertible type 'int'").
+    expected = {"dns": {"hostname": f"otel-gateway.{NAMESPACE}.svc.cluster.local", "port": "4317"}}
     assert yaml.safe_load(env_of(workloads()["otel-agent"])["OTELCOL_GATEWAY_RESOLVER"]) == expected
     assert 4317 in {port["port"] for port in service["spec"]["ports"]}
     # The chart's way: the same name, the same resolver.
@@ -209,6 +211,13 @@ def test_each_collector_tier_mounts_the_repository_configs_and_sets_what_they_re
         name for path in configs for name in re.findall(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text())
     }
     assert required - set(env_of(workload)) - {"HOSTNAME"} == set()
+    # And the built Collector takes the tier's configs with exactly that environment.
+    env = {"PATH": "/usr/bin:/bin", "HOSTNAME": f"{name}-0"} | env_of(workload)
+    config_args = [f"--config={path}" for path in configs]
+    validation = subprocess.run(
+        [collector_binary(), "validate", *config_args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert validation.returncode == 0, validation.stderr[-2000:]
 
 
 def test_the_network_policy_admits_only_the_namespace_to_the_internal_parts() -> None:

@@ -14,7 +14,7 @@ COLLECTOR_RELEASE := $(shell sed -n 's/^  version: *//p' otel-collector/builder-
 BUILDER := build/bin/builder-v$(COLLECTOR_RELEASE)
 COLLECTOR := build/otelcol/otelcol-shop
 
-.PHONY: venv run test test-fast check format lock clean collector prometheus dashboards smoke bench bench-collector load demo
+.PHONY: venv run test test-fast check format lock clean collector prometheus dashboards smoke bench bench-collector load demo k8s-charts k8s-rules
 
 venv: $(STAMP)
 
@@ -102,6 +102,18 @@ smoke:
 ## demo: one order of each kind through a running gateway, with Grafana links to each trace and its logs; python3 only
 demo:
 	@$(PYTHON) scripts/demo.py $(DEMO_ARGS)
+
+## k8s-charts: helm template deploy/kubernetes/helm's values from CHARTS (a directory of the charts by name),
+## then validate offline (docs/scaling.md#kubernetes; HELM is the helm binary)
+CHARTS ?=
+HELM ?= helm
+k8s-charts: $(STAMP)
+	@test -n "$(CHARTS)" || { echo "usage: make k8s-charts CHARTS=<directory of the charts> [HELM=<helm>]"; exit 2; }
+	$(BIN)/python scripts/k8s_charts.py render --charts $(CHARTS) --helm $(HELM) $(K8S_ARGS)
+
+## k8s-rules: prometheus/rules/*.yml as PrometheusRule objects (make -s k8s-rules | kubectl apply -f -)
+k8s-rules: $(STAMP)
+	@$(BIN)/python scripts/k8s_charts.py rules
 
 ## lock: re-pin apps/requirements.txt from apps/requirements.in
 lock:

@@ -1,10 +1,10 @@
 """What the tests (``tests/``) and the scripts for users (``scripts/``, ``load/``) share: the test orders
 and cards, the compose stack's published ports and ``.env``, the services as processes, the recording OTLP
-receiver, and the Collector and Prometheus as processes.
+receiver, the Collector and Prometheus as processes, and the Kubernetes manifests and charts.
 
 Importing this package imports nothing else: ``orders`` and ``compose`` are standard library only (``make
-demo`` and ``make smoke`` run on a bare ``python3``), while ``processes``, ``otlp_sink`` and ``backends``
-need the dev virtualenv.
+demo`` and ``make smoke`` run on a bare ``python3``), while ``processes``, ``otlp_sink``, ``backends`` and
+``kubernetes`` need the dev virtualenv.
 """
 
 from pathlib import Path

@@ -13,8 +13,14 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 COLLECTOR_RELEASE := $(shell sed -n 's/^  version: *//p' otel-collector/builder-config.yaml)
 BUILDER := build/bin/builder-v$(COLLECTOR_RELEASE)
 COLLECTOR := build/otelcol/otelcol-shop
+# Prometheus as compose runs it: the release is .env's PROMETHEUS_VERSION (the image tag), and release
+# 3.M.P is the Go module github.com/prometheus/prometheus v0.3MM.P.
+PROMETHEUS_RELEASE := $(shell sed -n 's/^PROMETHEUS_VERSION=v//p' .env)
+PROMETHEUS_MODULE := github.com/prometheus/prometheus@$(shell echo $(PROMETHEUS_RELEASE) | awk -F. '{printf "v0.%d.%d", $$1 * 100 + $$2, $$3}')
+PROMETHEUS_DIR := build/prometheus-$(PROMETHEUS_RELEASE)
+PROMETHEUS := $(PROMETHEUS_DIR)/prometheus
 
-.PHONY: venv run test test-fast check format lock clean collector prometheus dashboards smoke bench bench-collector load demo k8s-charts k8s-rules
+.PHONY: venv run test test-fast check format lock clean collector prometheus prometheus-from-debian dashboards smoke bench bench-collector load demo k8s-charts k8s-rules
 
 venv: $(STAMP)
 
@@ -28,8 +34,8 @@ $(STAMP): requirements-dev.txt apps/requirements.txt
 run: $(STAMP)
 	$(BIN)/python -m shop.devrun
 
-## test: the whole test suite, every tier (builds the Collector first where Go is installed)
-test: $(STAMP) $(if $(HAVE_GO),$(COLLECTOR))
+## test: the whole test suite, every tier (builds the Collector and Prometheus first where Go is installed)
+test: $(STAMP) $(if $(HAVE_GO),$(COLLECTOR) $(PROMETHEUS))
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## test-fast: the unit and in-process tiers only (no service processes, no Collector or Prometheus)
@@ -51,8 +57,24 @@ $(COLLECTOR): otel-collector/builder-config.yaml | $(BUILDER)
 	@touch $@
 	@echo "==> $(COLLECTOR) is ready"
 
-## prometheus: install Prometheus and promtool from Debian's packages, if missing
-prometheus:
+## prometheus: build Prometheus and promtool (the release compose runs) where Go is installed; else Debian's
+prometheus: $(if $(HAVE_GO),$(PROMETHEUS),prometheus-from-debian)
+
+# The module's source is read-only in the module cache and has a go.work: build a copy, with GOWORK=off.
+# Without the builtinassets tag (whose web UI needs npm) the API and rules work; the web UI pages do not.
+$(PROMETHEUS):
+	@echo "==> building Prometheus $(PROMETHEUS_RELEASE) and promtool into $(PROMETHEUS_DIR) (4-8 minutes the first time)"
+	@rm -rf $(PROMETHEUS_DIR).src $(PROMETHEUS_DIR).tmp && mkdir -p build
+	@source=$$($(GO) mod download -json $(PROMETHEUS_MODULE) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p') && \
+	  test -n "$$source" && cp -R "$$source" $(PROMETHEUS_DIR).src && chmod -R u+w $(PROMETHEUS_DIR).src
+	cd $(PROMETHEUS_DIR).src && GOWORK=off CGO_ENABLED=0 $(GO) build \
+	  -ldflags "-X github.com/prometheus/common/version.Version=$$(cat VERSION) -X github.com/prometheus/common/version.Revision=$(PROMETHEUS_MODULE)" \
+	  -o ../$(notdir $(PROMETHEUS_DIR)).tmp/ ./cmd/prometheus ./cmd/promtool
+	@rm -rf $(PROMETHEUS_DIR) $(PROMETHEUS_DIR).src && mv $(PROMETHEUS_DIR).tmp $(PROMETHEUS_DIR)
+	@echo "==> $$($(PROMETHEUS) --version 2>&1 | head -1)"
+
+# For a user without Go: Debian's Prometheus, an older release than compose runs (the tests say which ran).
+prometheus-from-debian:
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then \
 	  echo "==> $$(prometheus --version 2>&1 | head -1)"; \
 	else \

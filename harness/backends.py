@@ -7,9 +7,11 @@ to install.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
+import subprocess
 import time
 import urllib.parse
 from collections import defaultdict
@@ -23,6 +25,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import ROOT
+from harness.compose import dotenv
 from harness.otlp_sink import OtlpSink
 from harness.processes import BackgroundProcess, Shop, free_port, http
 
@@ -39,6 +42,10 @@ PROMETHEUS_CONFIG = ROOT / "prometheus" / "prometheus.yml"
 PROMETHEUS_RULES = ROOT / "prometheus" / "rules"
 # The name compose's DNS gives every Collector container (one, or agents and gateways), for Prometheus.
 COLLECTORS_DNS_NAME = "otel-collectors"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+PROMETHEUS_RELEASE = dotenv()["PROMETHEUS_VERSION"].removeprefix("v")
+"""The release compose runs (its image tag, set once in .env), which ``make prometheus`` builds here."""
+PROMETHEUS_BUILD = ROOT / "build" / f"prometheus-{PROMETHEUS_RELEASE}"
 
 
 class Collector:
@@ -182,10 +189,51 @@ def scrape_targets(collectors: Sequence[Collector], shop_ports: dict[str, int]) 
     }
 
 
+@dataclass(frozen=True)
+class PrometheusInstall:
+    """A prometheus and promtool pair, and which release they are."""
+
+    prometheus: str
+    promtool: str
+    version: str
+    built: bool  # from the Go module proxy by ``make prometheus``, or else found on PATH
+
+    def __str__(self) -> str:
+        where = f"built into {PROMETHEUS_BUILD.relative_to(ROOT)}" if self.built else f"from {self.prometheus}"
+        return f"Prometheus {self.version} {where}"
+
+
+@functools.cache
+def find_prometheus() -> PrometheusInstall | None:
+    """The release compose runs where ``make prometheus`` built it (needs Go); else the one on PATH, which for a
+    user without Go is Debian's older package; else None."""
+    built = PROMETHEUS_BUILD / "prometheus", PROMETHEUS_BUILD / "promtool"
+    if all(path.exists() for path in built):
+        return PrometheusInstall(str(built[0]), str(built[1]), PROMETHEUS_RELEASE, built=True)
+    prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
+    if prometheus is None or promtool is None:
+        return None
+    # "prometheus, version 2.42.0+ds (branch: ...)"
+    banner = subprocess.run([prometheus, "--version"], capture_output=True, text=True, timeout=30, check=True)
+    version = (banner.stdout or banner.stderr).split()[2]
+    return PrometheusInstall(prometheus, promtool, version, built=False)
+
+
+def compose_feature_flags() -> list[str]:
+    """The ``--enable-feature`` flags docker-compose.yml starts Prometheus with (exemplar storage: still a
+    feature flag in 3.14), so that the tests start it the same way."""
+    command: list[str] = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["prometheus"]["command"]
+    return [flag for flag in command if flag.startswith("--enable-feature=")]
+
+
 class Prometheus:
-    """Debian's Prometheus with the real config and rules; only the scrape targets point elsewhere."""
+    """The real Prometheus (see find_prometheus) with the real config and rules; only the scrape targets
+    point elsewhere."""
 
     def __init__(self, workdir: Path, targets: Targets) -> None:
+        install = find_prometheus()
+        if install is None:
+            raise RuntimeError(f"no Prometheus: `make prometheus` builds {PROMETHEUS_RELEASE} (needs Go)")
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         config = localized_prometheus_config({**targets, "localhost:9090": f"127.0.0.1:{self.port}"})
@@ -194,11 +242,11 @@ class Prometheus:
         self.process = BackgroundProcess.start(
             "prometheus",
             [
-                "prometheus",  # from PATH
+                install.prometheus,
                 f"--config.file={workdir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
-                "--enable-feature=exemplar-storage",
+                *compose_feature_flags(),
             ],
             workdir,
             {"PATH": os.environ.get("PATH", "")},

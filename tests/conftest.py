@@ -25,6 +25,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from harness.backends import PROMETHEUS_RELEASE, find_prometheus
 from harness.orders import order_body
 from harness.processes import free_port
 from shop.common.startup import prepare_process
@@ -40,7 +41,7 @@ TIERS = {
     "unit": "no services: functions, files, and short-lived tools such as the Collector's own CLI",
     "inprocess": "the three services in the test's own process on loopback sockets, telemetry in memory",
     "processes": "the services or a user script as real processes (python -m shop.<service>, scripts/*.py, Locust)",
-    "backends": "the services as processes with the built Collector and Debian's Prometheus",
+    "backends": "the services as processes with the built Collector and Prometheus",
 }
 # Counters and histograms report what happened since the last collection, so a test sees its own
 # measurements only (UpDownCounters stay cumulative: a delta of "in flight" means nothing).
@@ -52,6 +53,15 @@ DELTA: dict[type, AggregationTemporality] = dict.fromkeys(
 def pytest_configure(config: pytest.Config) -> None:
     for name, description in TIERS.items():
         config.addinivalue_line("markers", f"{name}: tier: {description}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which Prometheus the tests ran, when one did: the release compose runs, or a fallback."""
+    if find_prometheus.cache_info().currsize:  # only tests that need Prometheus look for it
+        found = find_prometheus()
+        if found is not None:
+            fallback = "" if found.built else f" (a fallback: compose runs {PROMETHEUS_RELEASE})"
+            terminalreporter.write_line(f"Tests ran {found}{fallback}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
 from harness import ROOT
-from harness.backends import COLLECTOR_BINARY
+from harness.backends import COLLECTOR_BINARY, PROMETHEUS_RELEASE, PrometheusInstall, find_prometheus
 
 
 def require(found: str | None, reason: str) -> str:
@@ -25,9 +24,21 @@ def collector_binary() -> str:
     return require(found, f"no Collector at {COLLECTOR_BINARY.relative_to(ROOT)}: run `make collector` (needs Go)")
 
 
+def prometheus_install() -> PrometheusInstall:
+    """The release compose runs, built by ``make prometheus``; Debian's older one on PATH only as a user's
+    fallback (conftest's summary says which ran). CI must run the built one."""
+    found = find_prometheus()
+    wanted = f"`make prometheus` builds {PROMETHEUS_RELEASE}, the release compose runs (needs Go)"
+    if found is not None and not found.built and os.environ.get("CI") == "true":
+        pytest.fail(f"CI found only {found}: {wanted}")
+    require(str(found) if found else None, f"no Prometheus built or on PATH: {wanted}")
+    assert found is not None
+    return found
+
+
 def prometheus_binary() -> str:
-    return require(shutil.which("prometheus"), "no prometheus on PATH: run `make prometheus` (Debian's package)")
+    return prometheus_install().prometheus
 
 
 def promtool_binary() -> str:
-    return require(shutil.which("promtool"), "no promtool on PATH: run `make prometheus` (Debian's package)")
+    return prometheus_install().promtool

@@ -22,7 +22,8 @@ _peers: set[tuple[str, str, int | None]] = set()
 
 
 def _observe_peers(options: CallbackOptions) -> Iterable[Observation]:
-    for service, address, port in sorted(_peers, key=str):
+    # A snapshot: the metric reader's thread calls this while an app being created may add a peer.
+    for service, address, port in tuple(_peers):
         attributes: dict[str, str | int] = {"peer.service": service, "server.address": address}
         if port is not None:
             attributes["server.port"] = port

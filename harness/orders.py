@@ -15,6 +15,8 @@ DECLINED_CARD = "4000000000000002"
 # The gateway's fault-injection headers (shop.gateway.edge), honoured with GATEWAY_ALLOW_FAULT_HEADERS=true.
 DELAY_HEADER = "X-Fault-Payment-Delay-Ms"
 FAIL_HEADER = "X-Fault-Payment-Fail"
+# The slow database (order-service on PostgreSQL only): its INSERT waits this many ms inside the server.
+DB_DELAY_HEADER = "X-Fault-DB-Delay-Ms"
 
 
 def order_body(**overrides: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import ROOT
+from harness.database import sqlite_url
 from harness.otlp_sink import OtlpSink
 
 START_TIMEOUT_S = 20.0
@@ -132,7 +133,7 @@ class Shop:
 
     def __init__(self, workdir: Path, **env: str) -> None:
         self.workdir = workdir
-        self.env = {"ORDERS_DB_PATH": str(workdir / "orders.sqlite3"), **env}
+        self.env = {"ORDERS_DATABASE_URL": sqlite_url(workdir / "orders.sqlite3"), **env}
         self.per_service: dict[str, dict[str, str]] = {}
         self.ports = {module: free_port() for module in SERVICE_NAMES}
         self.running: dict[str, BackgroundProcess] = {}

@@ -17,7 +17,6 @@ import math
 import os
 import re
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import aiohttp
 
 import profiles
 from harness.backends import COLLECTOR_BINARY, Collector, collector_with_stand_ins
+from harness.database import order_count
 from harness.orders import order_body
 from harness.otlp_sink import OtlpSink
 from harness.processes import Shop, http
@@ -65,12 +65,6 @@ class Result:
     # The gateway's server spans as span metrics count them (extrapolated by 1/p when sampled).
     span_metric_calls: float | None = None
     profile: dict[str, Path] | None = None
-
-
-def stored_orders(database: str) -> int:
-    with sqlite3.connect(database) as connection:
-        count: int = connection.execute("SELECT count(*) FROM orders").fetchone()[0]
-    return count
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -214,7 +208,7 @@ def measure(
             collector.wait_until_idle(timeout_s=60)
             counters = collector.own_counters()
             # wrk cuts off with requests in flight that still complete: count the orders actually stored.
-            result.orders = stored_orders(shop.env["ORDERS_DB_PATH"])
+            result.orders = order_count(shop.env["ORDERS_DATABASE_URL"])
             # Spans of kept traces only: every order's when all are kept; else every trace Tempo got one of.
             kept = (
                 len({span.trace_id for _, span in tempo.spans()})

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from harness.backends import PROMETHEUS_RELEASE, find_prometheus
+from harness.database import sqlite_url
 from harness.orders import order_body
 from harness.processes import free_port
 from shop.common.startup import prepare_process
@@ -240,7 +241,7 @@ def start_stack(serve: ServeFn, aiohttp_client: Any, tmp_path: Path) -> StackFac
 
         orders_settings = OrdersSettings(
             telemetry=TEST_TELEMETRY,
-            database_path=tmp_path / "orders.sqlite3",
+            database_url=sqlite_url(tmp_path / "orders.sqlite3"),
             payments_url=payments_url,
             **(orders or {}),
         )

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sqlite3
 from typing import Any
 
 import pytest
 
 from conftest import Capture, Stack, StackFactory
+from harness.database import order_count
 from harness.orders import DECLINED_CARD, order_body
 
 pytestmark = pytest.mark.inprocess
@@ -187,8 +187,7 @@ async def test_text_no_store_can_hold_is_422_at_every_service(stack: Stack, fiel
     async with stack.gateway.session.post(f"{stack.orders.url}/orders", json=order_body(**{field: text})) as response:
         assert response.status == 422
         assert (await response.json())["error"]["fields"] == {field: UNSTORABLE}
-    with sqlite3.connect(stack.orders_settings.database_path) as db:
-        assert db.execute("SELECT count(*) FROM orders").fetchone() == (0,)
+    assert order_count(stack.orders_settings.database_url) == 0
 
 
 @pytest.mark.parametrize("text", STORABLE_TEXT)

@@ -14,17 +14,16 @@ import http.client
 import json
 import re
 import socket
-import sqlite3
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from harness.database import query
 from harness.orders import DELAY_HEADER, FAIL_HEADER, GOOD_CARD, order_body
 from harness.processes import Shop, running_shop
 
@@ -162,8 +161,7 @@ def send(gateway: str, method: str, path: str, headers: dict[str, str | bytes], 
 
 
 def stored_orders(shop: Shop) -> list[tuple[str, str, str]]:
-    with sqlite3.connect(Path(shop.env["ORDERS_DB_PATH"])) as connection:
-        return connection.execute("SELECT status, item, customer_id FROM orders").fetchall()
+    return query(shop.env["ORDERS_DATABASE_URL"], "SELECT status, item, customer_id FROM orders")
 
 
 def test_hostile_requests_get_json_answers_and_never_a_5xx(shop: Shop) -> None:

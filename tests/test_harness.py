@@ -29,7 +29,11 @@ def test_the_declined_card_and_fault_headers_are_the_apps_own() -> None:
     # constants, kept equal here.
     assert orders.DECLINED_CARD == processor.DECLINED_CARD
     assert orders.GOOD_CARD != processor.DECLINED_CARD
-    assert (orders.DELAY_HEADER, orders.FAIL_HEADER) == (edge.DELAY_HEADER, edge.FAIL_HEADER)
+    assert (orders.DELAY_HEADER, orders.FAIL_HEADER, orders.DB_DELAY_HEADER) == (
+        edge.DELAY_HEADER,
+        edge.FAIL_HEADER,
+        edge.DB_DELAY_HEADER,
+    )
 
 
 def test_published_ports_are_the_compose_files() -> None:

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from harness import ROOT
+from harness.database import order_statuses
 from harness.processes import Shop, process_env, running_shop
 
 pytestmark = pytest.mark.processes
@@ -24,12 +23,11 @@ LOCUSTFILE = ROOT / "load" / "locustfile.py"
 KINDS = ("paid", "declined", "slow", "failing", "invalid", "lookup", "retry")
 
 
-def order_statuses(database: Path) -> dict[str, int]:
+def settled_statuses(database_url: str) -> dict[str, int]:
     """Orders by status, once none is pending (a request cut off at the end may still be finishing)."""
     deadline = time.monotonic() + 10
     while True:
-        with sqlite3.connect(database) as connection:
-            statuses = dict(connection.execute("SELECT status, count(*) FROM orders GROUP BY status").fetchall())
+        statuses = order_statuses(database_url)
         if "pending" not in statuses or time.monotonic() > deadline:
             return statuses
         time.sleep(0.2)
@@ -68,7 +66,7 @@ def test_the_default_mix_gets_every_documented_answer_and_charges_once(shop: Sho
         assert re.search(rf"^\s+{kind}\s+\d+ as documented$", run.stderr, re.M), (kind, run.stderr[-3000:])
     assert re.search(r"\[\s*\d+ s\] \d+ requests", run.stderr), run.stderr[-2000:]
 
-    statuses = order_statuses(Path(shop.env["ORDERS_DB_PATH"]))
+    statuses = settled_statuses(shop.env["ORDERS_DATABASE_URL"])
     assert set(statuses) == {"paid", "payment_declined", "payment_failed"}, statuses
     payments_log = [json.loads(line) for line in shop.running["shop.payments"].stdout_path.read_text().splitlines()]
     charged = [r["order.id"] for r in payments_log if r.get("message") == "payment authorized"]

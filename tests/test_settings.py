@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from dataclasses import MISSING, fields
-from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -44,7 +44,7 @@ def test_defaults_match_the_documented_ports_and_names() -> None:
     )
     assert gateway.orders_url == f"http://127.0.0.1:{orders.server.port}"
     assert orders.payments_url == f"http://127.0.0.1:{payments.server.port}"
-    assert orders.database_path == Path("data/orders.sqlite3")
+    assert orders.database_url == "sqlite:///data/orders.sqlite3"
     assert gateway.allow_fault_headers is False
     assert orders.payments_timeout_s < gateway.orders_timeout_s
 
@@ -71,7 +71,7 @@ def test_variables_replace_the_defaults_and_blank_ones_do_not() -> None:
         {
             "PORT": "9001",
             "HOST": " ",
-            "ORDERS_DB_PATH": "/tmp/o.sqlite3",
+            "ORDERS_DATABASE_URL": "postgresql://shop:secret@db:5432/shop",
             "PAYMENTS_URL": "http://payments:8002/",
             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/",
             "OTEL_SDK_DISABLED": "true",
@@ -80,7 +80,7 @@ def test_variables_replace_the_defaults_and_blank_ones_do_not() -> None:
         }
     )
     assert settings.server == ServerSettings(9001, "127.0.0.1")
-    assert settings.database_path == Path("/tmp/o.sqlite3")
+    assert settings.database_url == "postgresql://shop:secret@db:5432/shop"
     assert settings.payments_url == "http://payments:8002"
     assert settings.telemetry == TelemetrySettings(
         "order-service",
@@ -108,6 +108,23 @@ def test_variables_replace_the_defaults_and_blank_ones_do_not() -> None:
 def test_bad_values_are_rejected_with_the_variable_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(".", r"\.")):
         PaymentsSettings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://shop:s3cret@db/shop", "must start with sqlite:/// (a file) or postgresql:// (a server)"),
+        ("sqlite:///", "must start with sqlite:///"),
+        ("data/orders.sqlite3", "must start with sqlite:///"),
+        ("postgresql://shop:s3cret@db:port/shop", "the port is not a number"),
+        ("postgresql://shop:s3cret@db:5432/", "needs a host and a database name"),
+        ("postgresql://shop:s3cret@/shop", "needs a host and a database name"),
+    ],
+)
+def test_a_bad_database_url_is_refused_without_echoing_it(url: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)) as refused:
+        OrdersSettings.from_env({"ORDERS_DATABASE_URL": url})
+    assert "s3cret" not in str(refused.value), "the password stays out of the message"
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -116,8 +116,27 @@ def ratio(name: str, raw: str) -> float:
     return value
 
 
-def path(name: str, raw: str) -> Path:
-    return Path(raw)
+SQLITE_URL_PREFIX = "sqlite:///"
+POSTGRES_URL_PREFIXES = ("postgresql://", "postgres://")
+
+
+def database_url(name: str, raw: str) -> str:
+    """``sqlite:///PATH`` (relative; four slashes for an absolute path) or ``postgresql://USER:PASSWORD@HOST:PORT/DB``."""
+    if raw.startswith(SQLITE_URL_PREFIX) and len(raw) > len(SQLITE_URL_PREFIX):
+        return raw
+    if raw.startswith(POSTGRES_URL_PREFIXES):
+        parsed = urlsplit(raw)
+        try:
+            parsed.port  # noqa: B018  # raises on a port that is not a number
+        except ValueError:
+            raise SettingsError(f"{name}: the port is not a number") from None
+        if parsed.hostname and parsed.path.strip("/"):
+            return raw
+        # Never echo the URL: it may hold a password.
+        raise SettingsError(
+            f"{name}: a PostgreSQL URL needs a host and a database name (postgresql://USER:PASSWORD@HOST:PORT/DB)"
+        )
+    raise SettingsError(f"{name} must start with sqlite:/// (a file) or postgresql:// (a server)")
 
 
 def ip_address(name: str, raw: str) -> str:
@@ -188,6 +207,10 @@ class GatewaySettings:
     orders_url: str = variable("ORDERS_URL", url, f"http://127.0.0.1:{DEFAULT_PORTS[ORDER_SERVICE]}")
     # Above the order service's own payment timeout, so that its answer arrives first.
     orders_timeout_s: float = variable("ORDERS_TIMEOUT_S", number(0.05, 120.0), 3.0)
+    # A new connection for each call to order-service, so that what balances connections (compose's DNS,
+    # which aiohttp rotates over per connection; a Kubernetes Service) spreads orders over its replicas.
+    # Off by default: one replica is best served over kept-alive connections.
+    orders_spread_over_replicas: bool = variable("ORDERS_SPREAD_OVER_REPLICAS", boolean, False)
     # Off by default: a client must not steer internal behaviour unless the operator allows it.
     allow_fault_headers: bool = variable("GATEWAY_ALLOW_FAULT_HEADERS", boolean, False)
     # Where other machines reach the gateway: compose passes the address it publishes the port on
@@ -217,8 +240,13 @@ class GatewaySettings:
 class OrdersSettings:
     telemetry: TelemetrySettings = TelemetrySettings(ORDER_SERVICE)
     server: ServerSettings = ServerSettings(DEFAULT_PORTS[ORDER_SERVICE])
-    # variable() returns a dataclasses.Field; ruff cannot see that for a type it does not know as immutable.
-    database_path: Path = variable("ORDERS_DB_PATH", path, Path("data/orders.sqlite3"))  # noqa: RUF009
+    # The engine is in the URL: SQLite embedded (one replica), or a PostgreSQL server (any number).
+    database_url: str = variable("ORDERS_DATABASE_URL", database_url, "sqlite:///data/orders.sqlite3")
+    # PostgreSQL's connections per process, and how long an order waits for one before a 503.
+    db_pool_size: int = variable("ORDERS_DB_POOL_SIZE", whole(1, 100), 10)
+    db_acquire_timeout_s: float = variable("ORDERS_DB_ACQUIRE_TIMEOUT_S", number(0.01, 30.0), 1.0)
+    # A statement running longer is abandoned with a 503; above the slow-database fault's 2 s at most.
+    db_statement_timeout_s: float = variable("ORDERS_DB_STATEMENT_TIMEOUT_S", number(0.1, 60.0), 5.0)
     payments_url: str = variable("PAYMENTS_URL", url, f"http://127.0.0.1:{DEFAULT_PORTS[PAYMENT_SERVICE]}")
     payments_timeout_s: float = variable("PAYMENTS_TIMEOUT_S", number(0.05, 120.0), 2.0)
 

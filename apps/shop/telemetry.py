@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -61,6 +62,7 @@ OTEL_ENV_DEFAULTS = {
 # Attribute names without a constant in the stable semantic-conventions package.
 SERVICE_NAMESPACE = "service.namespace"
 DEPLOYMENT_ENVIRONMENT_NAME = "deployment.environment.name"
+SERVICE_INSTANCE_ID = "service.instance.id"
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,9 @@ def build_resource(settings: TelemetrySettings) -> Resource:
         SERVICE_VERSION: settings.service_version,
         SERVICE_NAMESPACE: settings.service_namespace,
         DEPLOYMENT_ENVIRONMENT_NAME: settings.deployment_environment,
+        # Each process its own, so that replicas of one service stay apart in every metric (Prometheus's
+        # `instance`); OTEL_RESOURCE_ATTRIBUTES may name it instead (e.g. the pod).
+        SERVICE_INSTANCE_ID: str(uuid.uuid4()),
     }
     resource = Resource.create({**defaults, **from_env})
     return FrozenResource(resource.attributes, resource.schema_url)

@@ -25,12 +25,17 @@ def new_application(inner_middlewares: Sequence[Middleware] = ()) -> web.Applica
 
 
 def client_session_ctx(
-    key: web.AppKey[aiohttp.ClientSession],
+    key: web.AppKey[aiohttp.ClientSession], *, connection_per_request: bool = False
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context holding one ClientSession for the application's lifetime."""
+    """A cleanup context holding one ClientSession for the application's lifetime.
+
+    ``connection_per_request`` closes each connection after its request: kept-alive connections would pin
+    the calls to whichever replica each one reached, while new ones are spread by what balances
+    connections (aiohttp rotates over the addresses a name resolves to; a Kubernetes Service picks one).
+    """
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=connection_per_request)) as session:
             app[key] = session
             yield
 

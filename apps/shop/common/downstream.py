@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,6 +53,24 @@ def _code(service: str) -> str:
     return service.replace("-", "_")
 
 
+# What a 503 of ours tells the caller: a restarting service or database is usually back within a second.
+RETRY_AFTER_S = 1
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the next service answered: its status, its JSON object, and when to retry if it said so."""
+
+    status: int
+    body: dict[str, Any]
+    retry_after_s: int | None = None
+
+
+def _retry_after(raw: str | None) -> int | None:
+    """Retry-After in seconds; the HTTP-date form is not passed on (none of the services sends it)."""
+    return int(raw) if raw is not None and raw.isascii() and raw.isdigit() else None
+
+
 async def call_json(
     session: aiohttp.ClientSession,
     method: str,
@@ -61,8 +80,8 @@ async def call_json(
     timeout_s: float,
     payload: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
-) -> tuple[int, dict[str, Any]]:
-    """Send one request and return (status, JSON object); 503/504/502 ApiErrors when that fails."""
+) -> Answer:
+    """Send one request and return its answer; 503/504/502 ApiErrors when that fails."""
     try:
         async with session.request(
             method,
@@ -72,19 +91,22 @@ async def call_json(
             timeout=aiohttp.ClientTimeout(total=timeout_s),
         ) as response:
             status = response.status
+            retry_after_s = _retry_after(response.headers.get("Retry-After"))
             body = await response.json(content_type=None)
     except TimeoutError:
         log.warning("downstream timed out", extra={"peer.service": service, "timeout_s": timeout_s})
         raise ApiError(504, f"{_code(service)}_timeout", f"{service} did not answer within {timeout_s:g} s.") from None
     except aiohttp.ClientConnectionError as exc:
         log.warning("downstream unreachable", extra={"peer.service": service, "error": type(exc).__name__})
-        raise ApiError(503, f"{_code(service)}_unavailable", f"{service} is unavailable.") from None
+        raise ApiError(
+            503, f"{_code(service)}_unavailable", f"{service} is unavailable.", retry_after_s=RETRY_AFTER_S
+        ) from None
     except (aiohttp.ClientResponseError, json.JSONDecodeError, UnicodeDecodeError):
         body = None
     if not isinstance(body, dict):
         log.error("downstream answered without a JSON object", extra={"peer.service": service, "status": status})
         raise ApiError(502, f"{_code(service)}_bad_response", f"{service} gave an unreadable answer.")
-    return status, body
+    return Answer(status, body, retry_after_s)
 
 
 async def probe_health(session: aiohttp.ClientSession, base_url: str) -> None:

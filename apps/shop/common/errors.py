@@ -47,6 +47,7 @@ class ApiError(Exception):
         *,
         details: Mapping[str, Any] | None = None,
         fields: Mapping[str, Any] | None = None,
+        retry_after_s: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -56,6 +57,8 @@ class ApiError(Exception):
         self.details = dict(details or {})
         # ... and beside it (e.g. the order_id of a declined order).
         self.fields = dict(fields or {})
+        # For a 503: when a retry may succeed, sent as Retry-After.
+        self.retry_after_s = retry_after_s
 
     def body(self) -> dict[str, Any]:
         return {
@@ -75,7 +78,8 @@ def error_response(error: ApiError) -> web.Response:
         error.code,
         extra={"error.code": error.code, "http.response.status_code": error.status, "error.fields": fields},
     )
-    return web.json_response(error.body(), status=error.status)
+    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else None
+    return web.json_response(error.body(), status=error.status, headers=headers)
 
 
 @web.middleware

@@ -63,9 +63,13 @@ class OrderRequest(BaseModel):
         return self.card_number[-4:]
 
     @property
+    def exact_total(self) -> Decimal:
+        """Quantity times the price as the client wrote it, to the cent."""
+        return (Decimal(str(self.unit_price)) * self.quantity).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+    @property
     def total(self) -> float:
-        exact = Decimal(str(self.unit_price)) * self.quantity
-        return float(exact.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+        return float(self.exact_total)
 
     def fingerprint(self) -> str:
         """Identifies the request for idempotency without holding the card number."""

@@ -27,7 +27,9 @@ def create_app(settings: GatewaySettings) -> web.Application:
     registry = new_registry()
     app[SETTINGS] = settings
     app[METRICS] = GatewayMetrics.create(registry)
-    app.cleanup_ctx.append(client_session_ctx(ORDERS_SESSION))
+    app.cleanup_ctx.append(
+        client_session_ctx(ORDERS_SESSION, connection_per_request=settings.orders_spread_over_replicas)
+    )
     declare_peer(ORDER_SERVICE, settings.orders_url)
     setup_ops(app, registry, {ORDER_SERVICE: lambda: probe_health(app[ORDERS_SESSION], settings.orders_url)})
     app.router.add_post("/api/order", place_order)

@@ -20,21 +20,33 @@ from shop.gateway.keys import METRICS, SETTINGS
 
 DELAY_HEADER = "X-Fault-Payment-Delay-Ms"
 FAIL_HEADER = "X-Fault-Payment-Fail"
+DB_DELAY_HEADER = "X-Fault-DB-Delay-Ms"
+FAULT_HEADERS = (DELAY_HEADER, FAIL_HEADER, DB_DELAY_HEADER)
+
+
+def _milliseconds(request: web.Request, header: str, maximum: int) -> str | None:
+    raw = request.headers.get(header)
+    if raw is None:
+        return None
+    # ASCII only: str.isdigit() is also true for "²", which int() refuses, and for other scripts' digits.
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > maximum:
+        raise ApiError(
+            422,
+            "invalid_fault_header",
+            f"{header} must be a whole number of milliseconds from 0 to {maximum}.",
+            details={"fields": {header: "invalid"}},
+        )
+    return str(int(raw))
 
 
 def _fault_baggage(request: web.Request) -> dict[str, str]:
     entries: dict[str, str] = {}
-    delay = request.headers.get(DELAY_HEADER)
+    delay = _milliseconds(request, DELAY_HEADER, faults.MAX_DELAY_MS)
     if delay is not None:
-        # ASCII only: str.isdigit() is also true for "²", which int() refuses, and for other scripts' digits.
-        if not (delay.isascii() and delay.isdigit()) or int(delay) > faults.MAX_DELAY_MS:
-            raise ApiError(
-                422,
-                "invalid_fault_header",
-                f"{DELAY_HEADER} must be a whole number of milliseconds from 0 to {faults.MAX_DELAY_MS}.",
-                details={"fields": {DELAY_HEADER: "invalid"}},
-            )
-        entries[faults.DELAY_MS] = str(int(delay))
+        entries[faults.DELAY_MS] = delay
+    db_delay = _milliseconds(request, DB_DELAY_HEADER, faults.MAX_DB_DELAY_MS)
+    if db_delay is not None:
+        entries[faults.DB_DELAY_MS] = db_delay
     fail = request.headers.get(FAIL_HEADER)
     if fail is not None:
         if fail.lower() not in {"true", "false"}:
@@ -51,7 +63,7 @@ def _fault_baggage(request: web.Request) -> dict[str, str]:
 @web.middleware
 async def edge_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     ctx = baggage.clear()
-    if DELAY_HEADER in request.headers or FAIL_HEADER in request.headers:
+    if any(header in request.headers for header in FAULT_HEADERS):
         if request.app[SETTINGS].honours_fault_headers:
             for key, value in _fault_baggage(request).items():
                 ctx = baggage.set_baggage(key, value, ctx)

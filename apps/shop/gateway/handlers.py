@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 async def _call_orders(request: web.Request, method: str, path: str, **kwargs: Any) -> web.Response:
     settings = request.app[SETTINGS]
-    status, body = await call_json(
+    answer = await call_json(
         request.app[ORDERS_SESSION],
         method,
         f"{settings.orders_url}{path}",
@@ -29,7 +29,9 @@ async def _call_orders(request: web.Request, method: str, path: str, **kwargs: A
         **kwargs,
     )
     # One trace end to end, so this is the ID order-service saw too; set it in case it had none.
-    return web.json_response({**body, **trace_fields()}, status=status)
+    # Retry-After travels with a 503 (order-service's database unavailable, its pool exhausted).
+    headers = {"Retry-After": str(answer.retry_after_s)} if answer.retry_after_s is not None else None
+    return web.json_response({**answer.body, **trace_fields()}, status=answer.status, headers=headers)
 
 
 async def place_order(request: web.Request) -> web.Response:

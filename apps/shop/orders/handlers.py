@@ -9,6 +9,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, StatusCode
 
 from shop.common.errors import ApiError, read_json_object
+from shop.common.faults import database_delay_ms
 from shop.common.ops import trace_exemplar
 from shop.common.orders_api import (
     FINAL_STATUSES,
@@ -20,7 +21,7 @@ from shop.common.orders_api import (
     parse_idempotency_key,
     parse_order_request,
 )
-from shop.orders.keys import IN_FLIGHT, METRICS, PAYMENTS_SESSION, SETTINGS, STORE
+from shop.orders.keys import METRICS, PAYMENTS_SESSION, SETTINGS, STORE
 from shop.orders.payments_client import request_payment
 from shop.orders.store import DuplicateIdempotencyKey, Order
 from shop.telemetry import kept_trace_id, trace_fields
@@ -53,7 +54,9 @@ async def _existing_order(request: web.Request, key: str, order_request: OrderRe
     return order
 
 
-async def _find_or_create(request: web.Request, key: str | None, order_request: OrderRequest) -> tuple[Order, bool]:
+async def _find_or_create(
+    request: web.Request, key: str | None, order_request: OrderRequest, delay_ms: int
+) -> tuple[Order, bool]:
     """The order this request is about, and whether it already existed."""
     store = request.app[STORE]
     if key is not None:
@@ -61,7 +64,7 @@ async def _find_or_create(request: web.Request, key: str | None, order_request: 
         if existing is not None:
             return existing, True
     try:
-        return await store.create(order_request, key, kept_trace_id()), False
+        return await store.create(order_request, key, kept_trace_id(), delay_ms), False
     except DuplicateIdempotencyKey:
         # A concurrent request with the same key won the insert: treat this one as its retry.
         existing = await _existing_order(request, key, order_request) if key is not None else None
@@ -97,9 +100,49 @@ async def _charge(request: web.Request, span: Span, order: Order, card_number: s
     return order
 
 
+def _in_progress(request: web.Request, order: Order) -> ApiError:
+    request.app[METRICS].idempotency_conflicts.inc(exemplar=trace_exemplar())
+    return ApiError(
+        409,
+        "idempotency_key_in_progress",
+        "A request with this Idempotency-Key is still being processed.",
+        fields={"order_id": order.order_id},
+    )
+
+
+async def _claim_retry(request: web.Request, order: Order) -> Order | web.Response:
+    """Take the right to charge an order an earlier request left unpaid; or the answer when another
+    request, on this replica or another, holds that right or has just used it."""
+    store = request.app[STORE]
+    claimed = await store.claim_charge(order)
+    if claimed is not None:
+        request.app[METRICS].payment_retries.inc(exemplar=trace_exemplar())
+        log.info("retrying payment", extra={"order.id": order.order_id})
+        return claimed
+    current = await store.get(order.order_id)
+    if current is not None and current.status in FINAL_STATUSES:
+        return _replay(request, current)
+    raise _in_progress(request, order)
+
+
+def _replay(request: web.Request, order: Order) -> web.Response:
+    request.app[METRICS].idempotent_replays.inc(exemplar=trace_exemplar())
+    log.info("idempotent replay", extra={"order.id": order.order_id, "order.status": order.status})
+    return order_response(order, replayed=True)
+
+
 async def place_order(request: web.Request) -> web.Response:
     order_request = parse_order_request(await read_json_object(request))
     key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
+    delay_ms = database_delay_ms()
+    if delay_ms and not request.app[STORE].supports_delay:
+        raise ApiError(
+            422,
+            "fault_not_supported",
+            "The slow-database fault needs order-service on PostgreSQL: SQLite runs one statement at a time, "
+            "so a slow one would hold up every other order.",
+            details={"fields": {"X-Fault-DB-Delay-Ms": "unsupported"}},
+        )
     with tracer.start_as_current_span(
         "place_order",
         attributes={
@@ -114,33 +157,17 @@ async def place_order(request: web.Request) -> web.Response:
         record_exception=False,
         set_status_on_exception=False,
     ) as span:
-        order, existed = await _find_or_create(request, key, order_request)
+        order, existed = await _find_or_create(request, key, order_request, delay_ms)
         span.set_attributes({"order.id": order.order_id, "idempotency.replayed": existed})
-        if existed and order.status in FINAL_STATUSES:
-            request.app[METRICS].idempotent_replays.inc(exemplar=trace_exemplar())
-            log.info("idempotent replay", extra={"order.id": order.order_id, "order.status": order.status})
-            return order_response(order, replayed=True)
-
-        in_flight = request.app[IN_FLIGHT]
-        if key is not None and key in in_flight:
-            request.app[METRICS].idempotency_conflicts.inc(exemplar=trace_exemplar())
-            raise ApiError(
-                409,
-                "idempotency_key_in_progress",
-                "A request with this Idempotency-Key is still being processed.",
-                fields={"order_id": order.order_id},
-            )
         if existed:
-            request.app[METRICS].payment_retries.inc(exemplar=trace_exemplar())
-            log.info("retrying payment", extra={"order.id": order.order_id})
-
-        if key is not None:
-            in_flight.add(key)
-        try:
-            order = await _charge(request, span, order, order_request.card_number)
-        finally:
-            if key is not None:
-                in_flight.discard(key)
+            if order.status in FINAL_STATUSES:
+                return _replay(request, order)
+            # A new order is claimed by the request that stored it; a retry must claim it first.
+            claimed = await _claim_retry(request, order)
+            if isinstance(claimed, web.Response):
+                return claimed
+            order = claimed
+        order = await _charge(request, span, order, order_request.card_number)
         return order_response(order)
 
 

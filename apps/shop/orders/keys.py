@@ -13,5 +13,3 @@ SETTINGS = web.AppKey("settings", OrdersSettings)
 STORE = web.AppKey("store", OrderStore)
 PAYMENTS_SESSION = web.AppKey("payments_session", aiohttp.ClientSession)
 METRICS = web.AppKey("metrics", OrderMetrics)
-# Idempotency keys whose payment is under way in this process, to refuse a concurrent duplicate.
-IN_FLIGHT = web.AppKey("in_flight", set[str])

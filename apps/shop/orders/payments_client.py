@@ -25,7 +25,7 @@ async def request_payment(
     card_number: str,
 ) -> PaymentResult:
     """Authorized or declined; any other answer raises an ApiError for the caller to pass on."""
-    status, body = await call_json(
+    answer = await call_json(
         session,
         "POST",
         f"{settings.payments_url}/payments",
@@ -33,6 +33,7 @@ async def request_payment(
         timeout_s=settings.payments_timeout_s,
         payload={"order_id": order_id, "amount": amount, "card_number": card_number},
     )
+    status, body = answer.status, answer.body
     payment_id = body.get("payment_id")
     if status in (200, 402) and isinstance(payment_id, str):
         return PaymentResult(payment_id=payment_id, authorized=status == 200)

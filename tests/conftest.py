@@ -8,6 +8,8 @@ starts from empty exporters and a metric reader that has forgotten earlier tests
 from __future__ import annotations
 
 import os
+import re
+import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from harness.backends import PROMETHEUS_RELEASE, find_prometheus
 from harness.database import sqlite_url
 from harness.orders import order_body
+from harness.postgres import PostgresServer
 from harness.processes import free_port
 from shop.common.startup import prepare_process
 from shop.gateway.app import create_app as create_gateway
@@ -35,6 +38,7 @@ from shop.orders.app import create_app as create_orders
 from shop.payments.app import create_app as create_payments
 from shop.settings import GatewaySettings, OrdersSettings, PaymentsSettings, TelemetrySettings
 from shop.telemetry import TelemetryExporters
+from tools import postgres_bin
 
 TEST_TELEMETRY = TelemetrySettings(service_name="shop-tests")
 # Every test carries exactly one tier (a module's ``pytestmark``); ``make test-fast`` runs the first two.
@@ -164,6 +168,23 @@ def isolated_environment() -> Iterator[None]:
     os.environ.update(saved)
 
 
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole session (harness/postgres.py; its logs in a pytest tmp dir)."""
+    with PostgresServer.start(tmp_path_factory.mktemp("postgres"), bin_dir=postgres_bin()) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a new, empty database for this test alone, dropped after it (with any session left on it)."""
+    name = f"{re.sub(r'[^a-z0-9_]+', '_', request.node.name.lower())[:50]}_{secrets.token_hex(4)}"
+    url = postgres_server.create_database(name)
+    yield url
+    if postgres_server.is_running:
+        postgres_server.drop_database(name)
+
+
 @dataclass
 class Served:
     """An app listening on loopback as ``web.run_app`` would serve it."""
@@ -212,9 +233,27 @@ class Stack:
 StackFactory = Callable[..., Awaitable[Stack]]
 
 
+ENGINES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """order-service's engine: every test that starts the stack runs once on each, with one body."""
+    return str(request.param)
+
+
 @pytest.fixture
-def start_stack(serve: ServeFn, aiohttp_client: Any, tmp_path: Path) -> StackFactory:
-    """Start payments, orders and gateway, each pointed at the next one's real URL.
+def database_url(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database on ``engine`` for this test."""
+    if engine == "sqlite":
+        return sqlite_url(tmp_path / "orders.sqlite3")
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def start_stack(serve: ServeFn, aiohttp_client: Any, database_url: str) -> StackFactory:
+    """Start payments, orders and gateway, each pointed at the next one's real URL; order-service on this
+    test's database unless ``database_url`` names another.
 
     ``payments_port`` puts payment-service on a chosen port; ``payments_running=False``
     leaves that port closed so payment-service is down.
@@ -228,6 +267,7 @@ def start_stack(serve: ServeFn, aiohttp_client: Any, tmp_path: Path) -> StackFac
         payments_running: bool = True,
         payments_port: int | None = None,
         orders_running: bool = True,
+        database_url: str = database_url,
     ) -> Stack:
         # Fast by default: tests that need a slow processor say so.
         payments_settings = PaymentsSettings(
@@ -241,7 +281,7 @@ def start_stack(serve: ServeFn, aiohttp_client: Any, tmp_path: Path) -> StackFac
 
         orders_settings = OrdersSettings(
             telemetry=TEST_TELEMETRY,
-            database_url=sqlite_url(tmp_path / "orders.sqlite3"),
+            database_url=database_url,
             payments_url=payments_url,
             **(orders or {}),
         )

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Capture, StackFactory
+from harness.database import SQLITE_PREFIX, query
 from harness.orders import DECLINED_CARD, FAIL_HEADER, GOOD_CARD, order_body
 
 pytestmark = pytest.mark.inprocess
@@ -28,13 +29,17 @@ def telemetry_text(capture: Capture) -> str:
     return "\n".join(parts)
 
 
-def database_bytes(directory: Path) -> bytes:
-    """The SQLite file and its write-ahead log, where recent rows live until a checkpoint."""
-    return b"".join(path.read_bytes() for path in sorted(directory.glob("orders.sqlite3*")))
+def database_bytes(database_url: str) -> bytes:
+    """What the database holds: SQLite's file and its write-ahead log (where recent rows live until a
+    checkpoint, and rows overwritten since); PostgreSQL's rows, every version a query can see."""
+    if database_url.startswith(SQLITE_PREFIX):
+        path = Path(database_url.removeprefix(SQLITE_PREFIX))
+        return b"".join(file.read_bytes() for file in sorted(path.parent.glob(f"{path.name}*")))
+    return "\n".join(str(row) for row in query(database_url, "SELECT * FROM orders")).encode()
 
 
 async def test_card_numbers_never_leave_the_request(
-    start_stack: StackFactory, capture: Capture, tmp_path: Path
+    start_stack: StackFactory, capture: Capture, database_url: str
 ) -> None:
     stack = await start_stack(gateway={"allow_fault_headers": True})
     await stack.place_order(order_body(card_number=GOOD_CARD), **{"Idempotency-Key": "k"})
@@ -49,7 +54,7 @@ async def test_card_numbers_never_leave_the_request(
         async with stack.gateway.session.get(f"{url}/metrics") as response:
             scraped.append(await response.text())
     scraped.append(await (await stack.gateway.get("/metrics")).text())
-    stored = database_bytes(tmp_path)
+    stored = database_bytes(database_url)
     assert stored, "the database files exist"
 
     haystacks = {

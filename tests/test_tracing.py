@@ -74,11 +74,11 @@ async def test_an_order_is_one_trace_through_all_three_services(stack: Stack, ca
         assert span.status.status_code != StatusCode.ERROR, span.name
 
 
-async def test_database_spans_follow_the_semantic_conventions(stack: Stack, capture: Capture) -> None:
+async def test_database_spans_follow_the_semantic_conventions(stack: Stack, capture: Capture, engine: str) -> None:
     await stack.place_order()
     [insert] = [s for s in capture.spans() if s.name == "INSERT orders"]
     assert insert.attributes is not None
-    assert insert.attributes[DB_SYSTEM_NAME] == "sqlite"
+    assert insert.attributes[DB_SYSTEM_NAME] == engine
     assert insert.attributes[DB_OPERATION_NAME] == "INSERT"
     assert insert.attributes[DB_COLLECTION_NAME] == "orders"
     query = insert.attributes[DB_QUERY_TEXT]

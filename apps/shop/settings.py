@@ -198,6 +198,9 @@ class ServerSettings:
 
     port: int = field(metadata=reads("PORT", whole(0, 65535)))
     host: str = variable("HOST", text, "127.0.0.1")
+    # Several processes of one service on one port (SO_REUSEPORT): the kernel spreads new connections
+    # over them, as a Kubernetes Service does over pods. Off by default: a second copy is then an error.
+    reuse_port: bool = variable("REUSE_PORT", boolean, False)
 
 
 @dataclass(frozen=True)

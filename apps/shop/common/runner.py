@@ -53,6 +53,7 @@ def run_service(
             app,
             host=server.host,
             port=server.port,
+            reuse_port=server.reuse_port,
             access_log=None,  # the server span records every request already
             print=None,
             shutdown_timeout=GRACEFUL_SHUTDOWN_S,

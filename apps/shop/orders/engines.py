@@ -134,7 +134,7 @@ class SqliteEngine(Engine):
         return used, 1 - used, 1, max(self._running - 1, 0)
 
 
-_PLACEHOLDER = re.compile(r"(?<![:\w]):([a-z_]+)\b")
+_PLACEHOLDER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 # A fixed key for pg_advisory_xact_lock: replicas starting together migrate one after the other.
 _MIGRATION_LOCK = 0x5340_0001

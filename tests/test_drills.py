@@ -7,15 +7,19 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.backends import collector_with_stand_ins
+from harness.database import order_count, query
 from harness.orders import order_body
+from harness.postgres import PostgresServer
 from harness.processes import SERVICE_NAMES, Shop, free_port, http
-from tools import collector_binary
+from tools import collector_binary, postgres_bin
 
 MAX_ORDERS = 400
 MAX_SECONDS = 20.0
@@ -28,6 +32,7 @@ class Load:
         self.gateway = gateway
         self.keyed = keyed
         self.results: list[tuple[float, int, dict[str, Any], str]] = []
+        self.retry_after: dict[str, str | None] = {}  # by key: what each answer's Retry-After said
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -39,7 +44,8 @@ class Load:
             key = f"drill-{n}"
             headers = {"Idempotency-Key": key} if self.keyed else {}
             try:
-                status, body, _ = http("POST", f"{self.gateway}/api/order", order_body(), headers)
+                status, body, answer_headers = http("POST", f"{self.gateway}/api/order", order_body(), headers)
+                self.retry_after[key] = answer_headers.get("Retry-After")
             except OSError as error:  # the gateway itself never goes down in these drills
                 status, body = 0, {"error": str(error)}
             self.results.append((time.monotonic(), status, body, key))
@@ -56,6 +62,17 @@ class Load:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(MAX_SECONDS + 15)
+
+
+def complete_with_key(gateway: str, key: str) -> tuple[int, dict[str, Any]]:
+    """What a client does with an order that failed: send it again with its key, waiting as each answer says
+    (a 409 while another request holds the charge, a 503 while the database is away), for at most 20 s."""
+    deadline = time.monotonic() + 20
+    while True:
+        status, body, headers = http("POST", f"{gateway}/api/order", order_body(), {"Idempotency-Key": key})
+        if status not in (409, 502, 503, 504) or time.monotonic() > deadline:
+            return status, body
+        time.sleep(float(headers.get("Retry-After") or 0.5))
 
 
 def rss_kib(pid: int) -> int:
@@ -173,7 +190,7 @@ def test_order_service_killed_under_load_keeps_every_acknowledged_order(tmp_path
                 code, stored, _ = http("GET", f"{shop.gateway}/api/order/{body['order_id']}")
                 assert (code, stored["status"]) == (200, "paid"), key
             else:  # the client retries with its key: the order completes
-                code, retried, _ = http("POST", f"{shop.gateway}/api/order", order_body(), {"Idempotency-Key": key})
+                code, retried = complete_with_key(shop.gateway, key)
                 assert code == 201, (key, retried)
     finally:
         shop.stop_all()
@@ -187,3 +204,102 @@ def test_order_service_killed_under_load_keeps_every_acknowledged_order(tmp_path
     )
     assert charged
     assert max(charged.values()) == 1
+
+
+@pytest.fixture
+def postgres(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A server of this test's own, since the drill stops or kills it."""
+    with PostgresServer.start(tmp_path / "postgres", bin_dir=postgres_bin()) as server:
+        yield server
+
+
+def readiness(url: str) -> int:
+    try:
+        return http("GET", f"{url}/readyz")[0]
+    except OSError:
+        return 0
+
+
+def assert_every_order_whole(database_url: str) -> None:
+    """No half-written order: each row has a known status, a paid one its payment, and its exact total."""
+    rows = query(database_url, "SELECT status, payment_id, quantity, unit_price, total_cents FROM orders")
+    assert rows
+    for status, payment_id, quantity, unit_price, total_cents in rows:
+        assert status in {"pending", "paid", "payment_declined", "payment_failed"}
+        assert (payment_id is not None) == (status in {"paid", "payment_declined"})
+        assert total_cents == round(Decimal(unit_price) * quantity * 100)
+
+
+@pytest.mark.processes
+def test_postgresql_stopped_under_load(tmp_path: Path, postgres: PostgresServer) -> None:
+    """Down for 10 s: each order answers at once (503 with Retry-After), /readyz says so, and it all comes back."""
+    shop = Shop(tmp_path / "shop", OTEL_SDK_DISABLED="true", ORDERS_DATABASE_URL=postgres.url())
+    try:
+        shop.start_all()
+        orders = shop.running["shop.orders"]
+        with Load(shop.gateway, keyed=True) as load:
+            time.sleep(2)
+            postgres.stop()
+            stopped = time.monotonic()
+            time.sleep(1)
+            assert readiness(orders.url) == 503, "not ready while the database is away"
+            time.sleep(9)
+            postgres.start_again()
+            while readiness(orders.url) != 200 and time.monotonic() < stopped + 25:
+                time.sleep(0.2)
+            assert readiness(orders.url) == 200, "ready again by itself"
+            time.sleep(2)
+
+        statuses = Counter(status for _, status, _, _ in load.results)
+        assert statuses[201] > 20
+        assert statuses[503] > 20, statuses
+        assert set(statuses) <= {201, 503}, statuses
+        for _, status, body, key in load.results:
+            if status == 503:
+                assert body["error"]["code"] in {"database_unavailable", "order_service_unavailable"}, body
+                assert load.retry_after[key] == "1", key
+        for _, status, body, key in load.results:
+            if status == 201:  # acknowledged: stored and paid
+                code, stored, _ = http("GET", f"{shop.gateway}/api/order/{body['order_id']}")
+                assert (code, stored["status"]) == (200, "paid"), key
+            else:  # the client retries with its key: the order completes, once
+                code, retried = complete_with_key(shop.gateway, key)
+                assert code == 201, (key, retried)
+        keys = {key for _, _, _, key in load.results}
+        assert order_count(postgres.url()) == len(keys), "one order per key"
+        assert_every_order_whole(postgres.url())
+    finally:
+        shop.stop_all()
+        shop.kill_all()
+    charged = Counter(
+        line["order.id"]
+        for line in shop.running["shop.payments"].log_lines()
+        if line.get("message") == "payment authorized" and line.get("payment.duplicate") is False
+    )
+    assert max(charged.values()) == 1, "no order charged twice"
+
+
+@pytest.mark.processes
+def test_postgresql_killed_in_the_middle_of_orders(tmp_path: Path, postgres: PostgresServer) -> None:
+    """SIGKILL, then a restart that recovers from its write-ahead log: every acknowledged order is there and
+    no order is half-written."""
+    shop = Shop(tmp_path / "shop", OTEL_SDK_DISABLED="true", ORDERS_DATABASE_URL=postgres.url())
+    try:
+        shop.start_all()
+        with Load(shop.gateway, keyed=True) as load:
+            time.sleep(2)
+            postgres.kill()
+            time.sleep(1)
+            postgres.start_again()
+            time.sleep(3)
+        statuses = Counter(status for _, status, _, _ in load.results)
+        assert statuses[201] > 20
+        assert set(statuses) <= {201, 503}, statuses
+        for _, status, body, key in load.results:
+            if status == 201:
+                code, stored, _ = http("GET", f"{shop.gateway}/api/order/{body['order_id']}")
+                assert (code, stored["status"]) == (200, "paid"), key
+        assert_every_order_whole(postgres.url())
+    finally:
+        shop.stop_all()
+        shop.kill_all()

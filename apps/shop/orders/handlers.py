@@ -8,6 +8,7 @@ from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.trace import Span, StatusCode
 
+from shop.common.downstream import RETRY_AFTER_S
 from shop.common.errors import ApiError, read_json_object
 from shop.common.faults import database_delay_ms
 from shop.common.ops import trace_exemplar
@@ -107,6 +108,8 @@ def _in_progress(request: web.Request, order: Order) -> ApiError:
         "idempotency_key_in_progress",
         "A request with this Idempotency-Key is still being processed.",
         fields={"order_id": order.order_id},
+        # Until it ends, or its claim runs out if its replica died mid-charge.
+        retry_after_s=RETRY_AFTER_S,
     )
 
 

@@ -70,7 +70,9 @@ def test_the_scripts_reach_each_service_where_dotenv_publishes_it(
     assert (published_url("gateway", env), published_url("tempo", env)) == (gateway, tempo)
 
 
-@pytest.mark.parametrize("imports", ["import harness", "import harness.orders, harness.compose", "import demo, smoke"])
+@pytest.mark.parametrize(
+    "imports", ["import harness", "import harness.orders, harness.compose, harness.postgres", "import demo, smoke"]
+)
 def test_what_the_user_scripts_import_is_standard_library_only(imports: str) -> None:
     """Under ``python -S`` no site-packages is on the path, so a third-party import would fail; and every
     module loaded is checked against the interpreter's list of standard-library modules."""

@@ -8,6 +8,8 @@ starts from empty exporters and a metric reader that has forgotten earlier tests
 from __future__ import annotations
 
 import os
+import re
+import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from harness.backends import PROMETHEUS_RELEASE, find_prometheus
 from harness.orders import order_body
+from harness.postgres import PostgresServer
 from harness.processes import free_port
 from shop.common.startup import prepare_process
 from shop.gateway.app import create_app as create_gateway
@@ -34,13 +37,14 @@ from shop.orders.app import create_app as create_orders
 from shop.payments.app import create_app as create_payments
 from shop.settings import GatewaySettings, OrdersSettings, PaymentsSettings, TelemetrySettings
 from shop.telemetry import TelemetryExporters
+from tools import postgres_bin
 
 TEST_TELEMETRY = TelemetrySettings(service_name="shop-tests")
 # Every test carries exactly one tier (a module's ``pytestmark``); ``make test-fast`` runs the first two.
 TIERS = {
     "unit": "no services: functions, files, and short-lived tools such as the Collector's own CLI",
     "inprocess": "the three services in the test's own process on loopback sockets, telemetry in memory",
-    "processes": "the services or a user script as real processes (python -m shop.<service>, scripts/*.py, Locust)",
+    "processes": "real processes: the services (python -m shop.<service>), a user script, Locust, PostgreSQL",
     "backends": "the services as processes with the built Collector and Prometheus",
 }
 # Counters and histograms report what happened since the last collection, so a test sees its own
@@ -161,6 +165,23 @@ def isolated_environment() -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole session (harness/postgres.py; its logs in a pytest tmp dir)."""
+    with PostgresServer.start(tmp_path_factory.mktemp("postgres"), bin_dir=postgres_bin()) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a new, empty database for this test alone, dropped after it (with any session left on it)."""
+    name = f"{re.sub(r'[^a-z0-9_]+', '_', request.node.name.lower())[:50]}_{secrets.token_hex(4)}"
+    url = postgres_server.create_database(name)
+    yield url
+    if postgres_server.is_running:
+        postgres_server.drop_database(name)
 
 
 @dataclass

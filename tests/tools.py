@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from harness import ROOT
 from harness.backends import COLLECTOR_BINARY, PROMETHEUS_RELEASE, PrometheusInstall, find_prometheus
+from harness.postgres import find_postgres_bin
 
 
 def require(found: str | None, reason: str) -> str:
@@ -42,3 +44,11 @@ def prometheus_binary() -> str:
 
 def promtool_binary() -> str:
     return prometheus_install().promtool
+
+
+def postgres_bin() -> Path:
+    """The directory of the machine's PostgreSQL server binaries (harness.postgres.find_postgres_bin)."""
+    found = find_postgres_bin()
+    where = f"PG_BIN={os.environ['PG_BIN']}" if os.environ.get("PG_BIN") else "pg_config or /usr/lib/postgresql"
+    reason = f"no PostgreSQL server binaries (initdb) in {where}: `apt-get install postgresql`, or set PG_BIN"
+    return Path(require(str(found) if found else None, reason))

@@ -45,7 +45,7 @@ TEST_TELEMETRY = TelemetrySettings(service_name="shop-tests")
 TIERS = {
     "unit": "no services: functions, files, and short-lived tools such as the Collector's own CLI",
     "inprocess": "the three services in the test's own process on loopback sockets, telemetry in memory",
-    "processes": "the services or a user script as real processes (python -m shop.<service>, scripts/*.py, Locust)",
+    "processes": "real processes: the services (python -m shop.<service>), a user script, Locust, PostgreSQL",
     "backends": "the services as processes with the built Collector and Prometheus",
 }
 # Counters and histograms report what happened since the last collection, so a test sees its own

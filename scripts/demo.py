@@ -27,12 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.compose import PUBLISHED_PORTS
-from harness.orders import DECLINED_CARD, DELAY_HEADER, FAIL_HEADER, order_body
+from harness.orders import DB_DELAY_HEADER, DECLINED_CARD, DELAY_HEADER, FAIL_HEADER, order_body
 
 DEFAULT_GATEWAY_URL = f"http://localhost:{PUBLISHED_PORTS['gateway']}"
 DEFAULT_GRAFANA_URL = f"http://localhost:{PUBLISHED_PORTS['grafana']}"
 TIMEOUT_S = 10.0
 SLOW_PAYMENT_MS = 1500
+SLOW_DATABASE_MS = 1000
+# What order-service on SQLite (make run) answers the slow-database fault: it needs PostgreSQL (compose).
+NEEDS_POSTGRESQL = (422, "fault_not_supported")
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
 # Fixed in grafana/provisioning/datasources/datasources.yaml.
 TEMPO = {"type": "tempo", "uid": "tempo"}
@@ -74,6 +77,14 @@ KINDS = (
         min_latency_ms=SLOW_PAYMENT_MS,
     ),
     Kind("failing payment", order(), 502, "payment_failed", headers={FAIL_HEADER: "true"}),
+    Kind(
+        "slow database",
+        order(),
+        201,
+        "paid",
+        headers={DB_DELAY_HEADER: str(SLOW_DATABASE_MS)},
+        min_latency_ms=SLOW_DATABASE_MS,
+    ),
     Kind("invalid input", order(quantity=0, card_number="1234"), 422, "validation_failed"),
 )
 
@@ -117,8 +128,13 @@ class Answer:
         return bool(self.kind.headers) and paid_at_once
 
     @property
+    def needs_postgresql(self) -> bool:
+        """The slow-database order refused by order-service on SQLite, as documented for it."""
+        return DB_DELAY_HEADER in self.kind.headers and (self.status, self.outcome) == NEEDS_POSTGRESQL
+
+    @property
     def as_documented(self) -> bool:
-        return (
+        return self.needs_postgresql or (
             self.status == self.kind.status
             and self.outcome == self.kind.outcome
             and self.latency_ms >= self.kind.min_latency_ms
@@ -228,6 +244,10 @@ def print_table(answers: Sequence[Answer], grafana_url: str) -> None:
         else:
             print(f"    trace in Tempo: {tempo_link(grafana_url, answer.trace_id)}")
             print(f"    logs in Loki:   {loki_link(grafana_url, answer.trace_id)}")
+        if answer.needs_postgresql:
+            print(
+                "    note: order-service runs on SQLite here; the slow database needs PostgreSQL (docker compose up -d)"
+            )
         if answer.fault_headers_ignored:
             print(
                 f"    note: {', '.join(answer.kind.headers)} had no effect (answered in {answer.latency_ms:.0f} ms); "

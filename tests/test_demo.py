@@ -16,6 +16,7 @@ import pytest
 
 from grafana_queries import datasources
 from harness import ROOT
+from harness.postgres import PostgresServer
 from harness.processes import Shop, free_port, process_env, running_shop
 
 pytestmark = pytest.mark.processes
@@ -27,6 +28,7 @@ EXPECTED = {
     "declined": "402 payment_declined",
     "slow payment": "201 paid",
     "failing payment": "502 payment_failed",
+    "slow database": "201 paid",
     "invalid input": "422 validation_failed",
 }
 ROW = re.compile(
@@ -48,8 +50,12 @@ def run_demo(gateway_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    with running_shop(tmp_path_factory.mktemp("demo"), GATEWAY_ALLOW_FAULT_HEADERS="true") as shop:
+def shop(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer) -> Iterator[Shop]:
+    """As compose runs it: orders in PostgreSQL, so the slow-database order is slow (on SQLite it is refused)."""
+    database = postgres_server.create_database("demo")
+    with running_shop(
+        tmp_path_factory.mktemp("demo"), GATEWAY_ALLOW_FAULT_HEADERS="true", ORDERS_DATABASE_URL=database
+    ) as shop:
         yield shop
 
 
@@ -96,6 +102,7 @@ def test_demo_places_every_kind_and_links_each_trace_and_its_logs(shop: Shop) ->
         assert loki["queries"][0]["expr"] == f'{{service_name=~".+"}} | trace_id="{trace_id}"'
 
     assert int(rows["slow payment"][0]["ms"]) >= 1500
+    assert int(rows["slow database"][0]["ms"]) >= 1000
     assert "fault headers are disabled" not in result.stdout
 
 
@@ -118,8 +125,10 @@ def test_demo_on_a_gateway_without_fault_headers_says_so_and_exits_1(tmp_path: P
     assert result.returncode == 1, result.stdout + result.stderr
     rows = {m["kind"]: m for line in result.stdout.splitlines() if (m := ROW.match(line))}
     assert rows["slow payment"]["got"] == rows["failing payment"]["got"] == "201 paid"
-    assert result.stdout.count("fault headers are disabled on this gateway") == 2
-    assert "not: slow payment, failing payment" in result.stdout
+    # Its fault header ignored too, the slow-database order is paid at once like the others.
+    assert rows["slow database"]["got"] == "201 paid"
+    assert result.stdout.count("fault headers are disabled on this gateway") == 3
+    assert "not: slow payment, failing payment, slow database" in result.stdout
 
 
 def test_demo_with_the_gateway_down_says_so_in_one_line_and_exits_2() -> None:
@@ -143,4 +152,5 @@ def test_demo_links_only_traces_that_were_kept(tmp_path: Path, forced: bool) -> 
     assert result.returncode == 0, result.stdout + result.stderr
     links = result.stdout.count("trace in Tempo:")
     not_kept = result.stdout.count("trace not kept")
-    assert (links, not_kept) == ((5, 0) if forced else (0, 5)), result.stdout
+    assert (links, not_kept) == ((6, 0) if forced else (0, 6)), result.stdout
+    assert "the slow database needs PostgreSQL" in result.stdout, "running_shop is on SQLite"

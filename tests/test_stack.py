@@ -26,8 +26,9 @@ from harness.backends import (
     dump,
     observed_shop,
 )
-from harness.orders import DECLINED_CARD, DELAY_HEADER, FAIL_HEADER, GOOD_CARD, order_body
+from harness.orders import DB_DELAY_HEADER, DECLINED_CARD, DELAY_HEADER, FAIL_HEADER, GOOD_CARD, order_body
 from harness.otlp_sink import OtlpSink
+from harness.postgres import PostgresServer
 from harness.processes import SERVICE_NAMES, Shop, http
 from tools import collector_binary, prometheus_binary, prometheus_install
 
@@ -36,6 +37,12 @@ pytestmark = pytest.mark.backends
 SERVICES = set(SERVICE_NAMES.values())
 SLOW = {DELAY_HEADER: "800"}
 FAIL = {FAIL_HEADER: "true"}
+SLOW_DATABASE_MS = 600
+SLOW_DATABASE = {DB_DELAY_HEADER: str(SLOW_DATABASE_MS)}
+# The service map's node for the stack's database (the rules name it by db.namespace).
+DATABASE_NODE = "stack"
+# Orders that reach payment-service, and so log in all three services.
+CHARGED = {"paid", "declined", "failed", "slow", "slow database"}
 
 
 @dataclass
@@ -70,24 +77,35 @@ def place_orders(gateway: str, round_name: str) -> list[Order]:
         *[("declined", order_body(card_number=DECLINED_CARD), {}) for _ in range(2)],
         *[("failed", order_body(), FAIL) for _ in range(2)],
         *[("slow", order_body(), SLOW) for _ in range(2)],
+        ("slow database", order_body(), SLOW_DATABASE),
         ("invalid", order_body(quantity=0), {}),
     ]
     orders = []
     for kind, body, headers in plan:
         status, answer, _ = http("POST", f"{gateway}/api/order", body, {"Content-Type": "application/json", **headers})
         orders.append(Order(kind, status, answer))
-    expected = {"paid": 201, "replay": 201, "declined": 402, "failed": 502, "slow": 201, "invalid": 422}
+    expected = {
+        "paid": 201,
+        "replay": 201,
+        "declined": 402,
+        "failed": 502,
+        "slow": 201,
+        "slow database": 201,
+        "invalid": 422,
+    }
     assert [(o.kind, o.status) for o in orders] == [(o.kind, expected[o.kind]) for o in orders]
     return orders
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer) -> Iterator[Stack]:
     collector_binary()  # each skips on a user's machine without it, saying why (and fails in CI)
     prometheus_binary()
     workdir = tmp_path_factory.mktemp("stack")
     with observed_shop(
         workdir,
+        # As compose runs it: orders in PostgreSQL.
+        ORDERS_DATABASE_URL=postgres_server.create_database("stack"),
         OTEL_BSP_SCHEDULE_DELAY="500",
         OTEL_BLRP_SCHEDULE_DELAY="500",
         # Longer than the 5 s scrape interval: the SDK sends exemplars only with the export that
@@ -107,7 +125,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ):
             assert prometheus.wait_for(expr), f"no data for {expr} within the time limit"
         orders += place_orders(shop.gateway, "second")
-        charged = sum(1 for order in orders if order.kind in {"paid", "declined", "failed", "slow"})
+        charged = sum(1 for order in orders if order.kind in CHARGED)
         # Wait (bounded) until Prometheus has scraped all of the second round, and the rules saw it.
         for expr in (
             f'sum(traces_span_metrics_calls_total{{span_name="POST /api/order"}}) >= {len(orders)}',
@@ -146,6 +164,22 @@ def test_every_order_reaches_tempo_as_one_complete_trace(stack: Stack) -> None:
         assert all(span.parent_span_id in ids for _, span in spans if span.parent_span_id), "no orphans"
 
 
+def test_the_slow_database_order_shows_its_slow_db_span(stack: Stack) -> None:
+    """The trace the demo's slow-database order leaves in Tempo: its INSERT is the slow span, inside PostgreSQL."""
+    [order] = [o for o in stack.orders if o.kind == "slow database"][-1:]
+    spans = [span for _, span in stack.tempo.spans() if span.trace_id == bytes.fromhex(order.trace_id)]
+    [insert] = [span for span in spans if span.name == "INSERT orders"]
+    attributes = {kv.key: kv.value for kv in insert.attributes}
+    assert attributes["db.system.name"].string_value == "postgresql"
+    assert attributes["fault.db.delay_ms"].int_value == SLOW_DATABASE_MS
+    assert "pg_sleep" in attributes["db.query.text"].string_value
+    duration_ms = (insert.end_time_unix_nano - insert.start_time_unix_nano) / 1e6
+    assert duration_ms >= SLOW_DATABASE_MS
+    children = [span for span in spans if span.parent_span_id == insert.parent_span_id]
+    slowest = max(children, key=lambda span: span.end_time_unix_nano - span.start_time_unix_nano)
+    assert slowest.name == "INSERT orders", "the database is where this order's time went"
+
+
 def test_logs_reach_loki_with_trace_context_and_no_card_number(stack: Stack) -> None:
     assert set(stack.loki.paths) == {"/otlp/v1/logs"}, "only logs go to Loki's OTLP path"
     records = stack.loki.log_records()
@@ -162,7 +196,7 @@ def test_logs_reach_loki_with_trace_context_and_no_card_number(stack: Stack) -> 
     for order in stack.orders:
         logged = services_by_trace[bytes.fromhex(order.trace_id)]
         expected = {"gateway"} if order.kind == "invalid" else {"gateway", "order-service"}
-        if order.kind in {"paid", "declined", "failed", "slow"}:
+        if order.kind in CHARGED:
             expected = SERVICES
         assert logged == expected, (order.kind, logged)
 
@@ -193,7 +227,7 @@ def test_service_graph_has_the_order_path(stack: Stack) -> None:
     pairs = edges(stack.prometheus, "traces_service_graph_request_total")
     path = {("user", "gateway"), ("gateway", "order-service"), ("order-service", "payment-service")}
     assert path <= set(pairs), pairs
-    assert ("order-service", "orders.sqlite3") in pairs, "database calls are a node of their own"
+    assert ("order-service", DATABASE_NODE) in pairs, "database calls are a node of their own"
     failed = edges(stack.prometheus, "traces_service_graph_request_failed_total")
     assert failed.get(("order-service", "payment-service"), 0) > 0, "failed payment calls are counted on their edge"
     # The two sources settle at their own pace (the services export every 10 s, the connector every 5 s).

@@ -13,18 +13,21 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import secrets
 import socket
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from conftest import ENGINES
 from harness.database import query
-from harness.orders import DELAY_HEADER, FAIL_HEADER, GOOD_CARD, order_body
+from harness.orders import DB_DELAY_HEADER, DELAY_HEADER, FAIL_HEADER, GOOD_CARD, order_body
+from harness.postgres import PostgresServer
 from harness.processes import Shop, running_shop
 
 pytestmark = pytest.mark.processes
@@ -143,9 +146,19 @@ def requests(draw: st.DrawFn) -> Request:
     return method, path, headers, draw(bodies())
 
 
+@pytest.fixture(scope="module", params=ENGINES)
+def engine_env(request: pytest.FixtureRequest) -> Callable[[], dict[str, str]]:
+    """Each module-scoped shop below runs once per engine, each on a database of its own: SQLite (in the shop's
+    own directory, running_shop's default), then PostgreSQL."""
+    if request.param == "sqlite":
+        return dict
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return lambda: {"ORDERS_DATABASE_URL": server.create_database(f"fuzz_{secrets.token_hex(4)}")}
+
+
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    with running_shop(tmp_path_factory.mktemp("fuzz"), LOG_LEVEL="WARNING") as shop:
+def shop(tmp_path_factory: pytest.TempPathFactory, engine_env: Callable[[], dict[str, str]]) -> Iterator[Shop]:
+    with running_shop(tmp_path_factory.mktemp("fuzz"), LOG_LEVEL="WARNING", **engine_env()) as shop:
         yield shop
 
 
@@ -202,22 +215,24 @@ def test_propagation_headers_that_are_not_utf8_are_ignored(shop: Shop, header: s
 def accepted_fault_value(header: str, value: str | bytes) -> bool:
     """Whether the gateway would apply this fault header (a delay or a failure: not for fuzzing)."""
     text = (value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value).strip(" \t")
-    if header == DELAY_HEADER:
+    if header in (DELAY_HEADER, DB_DELAY_HEADER):
         return text.isascii() and text.isdigit()
     return text.lower() in {"true", "false"}
 
 
 @pytest.fixture(scope="module")
-def shop_with_fault_headers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+def shop_with_fault_headers(
+    tmp_path_factory: pytest.TempPathFactory, engine_env: Callable[[], dict[str, str]]
+) -> Iterator[Shop]:
     with running_shop(
-        tmp_path_factory.mktemp("fuzz-faults"), LOG_LEVEL="WARNING", GATEWAY_ALLOW_FAULT_HEADERS="true"
+        tmp_path_factory.mktemp("fuzz-faults"), LOG_LEVEL="WARNING", GATEWAY_ALLOW_FAULT_HEADERS="true", **engine_env()
     ) as shop:
         yield shop
 
 
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(
-    header=st.sampled_from([DELAY_HEADER, FAIL_HEADER]),
+    header=st.sampled_from([DELAY_HEADER, FAIL_HEADER, DB_DELAY_HEADER]),
     value=HEADER_VALUE,
 )
 @example(header=DELAY_HEADER, value="²".encode())  # was a 500: isdigit() but not int()

@@ -139,14 +139,14 @@ _PLACEHOLDER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 # A fixed key for pg_advisory_xact_lock: replicas starting together migrate one after the other.
 _MIGRATION_LOCK = 0x5340_0001
 
-# asyncpg's errors for a connection that is gone or never came: the server is down or restarting.
+# asyncpg's errors for a connection that is gone or never came: the server is down, restarting or full.
 _CONNECTION_ERRORS = (
     OSError,
     TimeoutError,
-    asyncpg.PostgresConnectionError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.exceptions.OperatorInterventionError,  # admin_shutdown, crash_shutdown, cannot_connect_now
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: admin_shutdown, crash_shutdown, cannot_connect_now
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too_many_connections, disk_full
 )
 
 
@@ -200,7 +200,9 @@ class PostgresEngine(Engine):
         except TimeoutError:
             POOL_TIMEOUTS.add(1, {POOL_NAME: self.pool_name})
             raise DatabaseUnavailable(f"no connection within {self._acquire_timeout_s:g} s") from None
-        except _CONNECTION_ERRORS as exc:
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+            # Whatever stops a connection being made (a wrong password too) leaves the order unserved: a 503
+            # and a failing /readyz, with the reason in the span, never a 500.
             raise DatabaseUnavailable(type(exc).__name__) from None
         finally:
             self._pending -= 1

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness import ROOT
+from harness.database import sqlite_url
 from harness.orders import GOOD_CARD, order_body
 from harness.otlp_sink import OtlpSink
 from harness.processes import SERVICE_NAMES, STOP_TIMEOUT_S, Shop, free_port, http, process_env, start_service
@@ -137,7 +138,7 @@ def test_log_lines_name_the_service_as_the_sdk_read_it_from_the_environment(tmp_
 def test_make_run_launcher_stops_all_three_on_ctrl_c(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("GATEWAY_PORT", "ORDERS_PORT", "PAYMENTS_PORT")}
     env = process_env(
-        ORDERS_DB_PATH=str(tmp_path / "orders.sqlite3"),
+        ORDERS_DATABASE_URL=sqlite_url(tmp_path / "orders.sqlite3"),
         OTEL_SDK_DISABLED="true",
         **{name: str(port) for name, port in ports.items()},
     )

@@ -154,9 +154,9 @@ class Order:
             "card_last4": self.card_last4,
             "status": self.status,
             "payment_id": self.payment_id,
-            "created_by_trace_id": self.trace_id,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "created_by_trace_id": self.trace_id,
         }
 
 

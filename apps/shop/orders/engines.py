@@ -145,6 +145,9 @@ _CONNECTION_ERRORS = (
     TimeoutError,
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08
     asyncpg.InterfaceError,
+    # A connection that the server dropped while asyncpg was between two protocol states ("cannot switch to
+    # state 12; another operation is in progress"): seen when PostgreSQL stops in the middle of orders.
+    asyncpg.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,  # class 57: admin_shutdown, crash_shutdown, cannot_connect_now
     asyncpg.exceptions.InsufficientResourcesError,  # class 53: too_many_connections, disk_full
 )

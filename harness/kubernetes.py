@@ -7,7 +7,10 @@ values with a helm binary and charts fetched by hand and validates the output th
 
 from __future__ import annotations
 
+import copy
 import enum
+import json
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,11 @@ KUBERNETES_VERSION = "1.35.0"
 NAMESPACE = "shop"
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 HELM_VALUES = MANIFESTS / "helm"
+# The CloudNativePG operator that runs the orders database (deploy/kubernetes/postgres.yaml). Its CRDs are
+# in its Go module (config/crd/bases), which the Go module proxy serves: the manifests are validated
+# against them at exactly this release.
+CLOUDNATIVE_PG_MODULE = "github.com/cloudnative-pg/cloudnative-pg"
+CLOUDNATIVE_PG_VERSION = "1.30.1"
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,64 @@ def validate_custom_resource(document: dict[str, Any], schema: dict[str, Any]) -
         path = ".".join(str(part) for part in errors[0].path)
         return Validation(document, Outcome.INVALID, f"{path}: {errors[0].message}")
     return Validation(document, Outcome.PASSED)
+
+
+def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A CRD schema that refuses unknown fields, as ``kubectl apply`` does by default (server-side field
+    validation "Strict"), rather than pruning them silently: a typo in a custom resource fails here."""
+    strict = copy.deepcopy(schema)
+
+    def close(node: Any) -> None:
+        if isinstance(node, dict):
+            open_by_design = "additionalProperties" in node or node.get("x-kubernetes-preserve-unknown-fields")
+            if "properties" in node and not open_by_design:
+                node["additionalProperties"] = False
+            for value in node.values():
+                close(value)
+        elif isinstance(node, list):
+            for value in node:
+                close(value)
+
+    close(strict)
+    return strict
+
+
+def go_module_dir(module: str, version: str, go: str = "go") -> Path:
+    """A module's source from the Go module proxy (or Go's module cache), read-only."""
+    download = subprocess.run(
+        [go, "mod", "download", "-json", f"{module}@v{version}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd="/",
+    )
+    answer = json.loads(download.stdout or "{}")
+    if download.returncode != 0 or "Dir" not in answer:
+        raise RuntimeError(f"go mod download {module}@v{version}: {answer.get('Error') or download.stderr[-500:]}")
+    return Path(answer["Dir"])
+
+
+def operator_release(go: str = "go") -> list[dict[str, Any]]:
+    """The manifest that installs the operator at the pinned release (releases/cnpg-VERSION.yaml), as users apply it."""
+    module = go_module_dir(CLOUDNATIVE_PG_MODULE, CLOUDNATIVE_PG_VERSION, go)
+    return documents((module / "releases" / f"cnpg-{CLOUDNATIVE_PG_VERSION}.yaml").read_text())
+
+
+def operator_crd_schemas(go: str = "go") -> dict[tuple[str, str], dict[str, Any]]:
+    """The strict schema of each custom resource the manifests may use: CloudNativePG's, at its pinned release."""
+    crds = go_module_dir(CLOUDNATIVE_PG_MODULE, CLOUDNATIVE_PG_VERSION, go) / "config" / "crd" / "bases"
+    rendered = [document for path in sorted(crds.glob("*.yaml")) for document in documents(path.read_text())]
+    return {key: strict_schema(schema) for key, schema in custom_resource_schemas(rendered).items()}
+
+
+def validate_manifest(document: dict[str, Any], crd_schemas: dict[tuple[str, str], dict[str, Any]]) -> Validation:
+    """A manifest against Kubernetes' schemas, or a custom resource against its operator's CRD; a kind that
+    neither knows is NO_SCHEMA, which the tests count as a failure."""
+    schema = crd_schemas.get((document.get("apiVersion", ""), document.get("kind", "")))
+    if schema is not None:
+        return validate_custom_resource(document, schema)
+    return validate(document)
 
 
 def prometheus_rule(path: Path) -> dict[str, Any]:

@@ -8,9 +8,12 @@ rendered by hand (docs/scaling.md#kubernetes); here they are checked for the pin
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 from dataclasses import fields, is_dataclass
+from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -21,18 +24,22 @@ from harness import ROOT
 from harness.compose import dotenv
 from harness.kubernetes import (
     CHARTS,
+    CLOUDNATIVE_PG_VERSION,
     HELM_VALUES,
     KUBERNETES_VERSION,
     NAMESPACE,
     Outcome,
     documents,
     manifest_documents,
+    operator_crd_schemas,
+    operator_release,
     prometheus_rule,
     validate,
+    validate_manifest,
 )
 from k8s_charts import helm_template
 from shop.settings import DEFAULT_PORTS, GatewaySettings, OrdersSettings, PaymentsSettings
-from tools import collector_binary
+from tools import collector_binary, require
 
 pytestmark = pytest.mark.unit
 
@@ -69,8 +76,24 @@ def env_of(workload: dict[str, Any]) -> dict[str, str]:
     values: dict[str, str] = {}
     for source in spec.get("envFrom", []):
         values |= configmaps[source["configMapRef"]["name"]]["data"]
-    values |= {item["name"]: item["value"] for item in spec.get("env", [])}
+    # A variable from a Secret stands as "secret NAME/KEY": its value is the cluster's.
+    values |= {
+        item["name"]: item["value"] if "value" in item else secret_reference(item["valueFrom"])
+        for item in spec.get("env", [])
+    }
     return values
+
+
+def secret_reference(value_from: dict[str, Any]) -> str:
+    reference = value_from["secretKeyRef"]
+    return f"secret {reference['name']}/{reference['key']}"
+
+
+@cache
+def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """CloudNativePG's CRDs at the pinned release, from its Go module (Go fetches it: CI has Go)."""
+    go = require(shutil.which("go"), "Go fetches the CloudNativePG CRDs the database's Cluster is checked against")
+    return operator_crd_schemas(go)
 
 
 def settings_variables(settings: Any) -> set[str]:
@@ -93,8 +116,8 @@ def image_tag(image: str) -> str:
     return image.rpartition(":")[2]
 
 
-def test_every_manifest_validates_strictly_against_kubernetes_1_35() -> None:
-    checked = [(path.name, validate(document)) for path, document in manifest_documents()]
+def test_every_manifest_validates_strictly_against_kubernetes_1_35_or_its_operators_crd() -> None:
+    checked = [(path.name, validate_manifest(document, crd_schemas())) for path, document in manifest_documents()]
     assert len(checked) >= 10, "deploy/kubernetes holds the services, both Collector tiers and the policy"
     problems = [
         f"{file}: {result.name}: {result.outcome.value} {result.message}"
@@ -111,6 +134,19 @@ def test_strict_validation_refuses_an_unknown_field() -> None:
     result = validate(typo)
     assert result.outcome == Outcome.INVALID
     assert "replica" in result.message
+
+
+def test_strict_validation_refuses_an_unknown_field_of_the_database_cluster() -> None:
+    (cluster,) = objects("Cluster").values()
+    typo = cluster | {"spec": cluster["spec"] | {"instance": 2}}
+    result = validate_manifest(typo, crd_schemas())
+    assert result.outcome == Outcome.INVALID
+    assert "instance" in result.message
+    nested = cluster | {"spec": cluster["spec"] | {"bootstrap": {"initdb": {"databse": "shop"}}}}
+    assert validate_manifest(nested, crd_schemas()).outcome == Outcome.INVALID
+    # A custom resource of a kind no operator here defines is not taken as checked.
+    unknown = {"apiVersion": "example.com/v1", "kind": "Database", "metadata": {"name": "orders"}}
+    assert validate_manifest(unknown, crd_schemas()).outcome == Outcome.NO_SCHEMA
 
 
 @pytest.mark.parametrize("name", sorted(SHOP_SETTINGS))
@@ -164,15 +200,74 @@ def test_every_pod_runs_as_non_root_with_the_restricted_settings_and_bounded_mem
     assert all("hostPort" not in port for port in spec["ports"])
 
 
-def test_order_service_is_one_writer_on_its_volume() -> None:
+def test_order_service_runs_replicas_on_the_operators_database() -> None:
     orders = workloads()["order-service"]
-    assert orders["spec"]["replicas"] == 1
-    assert orders["spec"]["strategy"] == {"type": "Recreate"}
-    database = PurePosixPath(env_of(orders)["ORDERS_DB_PATH"])
-    mounts = {mount["mountPath"]: mount["name"] for mount in container(orders)["volumeMounts"]}
-    volumes = {volume["name"]: volume for volume in orders["spec"]["template"]["spec"]["volumes"]}
-    claim = volumes[mounts[str(database.parent)]]["persistentVolumeClaim"]["claimName"]
-    assert objects("PersistentVolumeClaim")[claim]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    (cluster,) = objects("Cluster").values()
+    name = cluster["metadata"]["name"]
+    assert orders["spec"]["replicas"] >= 2
+    assert orders["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    # The operator writes the application's credentials to the Secret <cluster>-app; uri is the whole URL.
+    assert env_of(orders)["ORDERS_DATABASE_URL"] == f"secret {name}-app/uri"
+    operator_uri = f"postgresql://shop:{'x' * 64}@{name}-rw.{NAMESPACE}:5432/shop"
+    assert OrdersSettings.from_env({"ORDERS_DATABASE_URL": operator_uri}).database_url == operator_uri
+    assert cluster["spec"]["bootstrap"]["initdb"] == {"database": "shop", "owner": "shop"}
+    # No state of its own: the only volume is the scratch /tmp.
+    assert [volume["name"] for volume in orders["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
+    (budget,) = objects("PodDisruptionBudget").values()
+    assert budget["spec"]["selector"] == orders["spec"]["selector"]
+    assert 1 <= budget["spec"]["minAvailable"] < orders["spec"]["replicas"]
+    # And the gateway opens a connection per call, which the Service balances over the replicas.
+    assert env_of(workloads()["gateway"])["ORDERS_SPREAD_OVER_REPLICAS"] == "true"
+
+
+def test_the_database_cluster_is_replicated_and_runs_the_postgresql_of_compose() -> None:
+    (cluster,) = objects("Cluster").values()
+    assert cluster["spec"]["instances"] >= 2
+    assert cluster["spec"]["enablePDB"] is True
+    image, _, tag = cluster["spec"]["imageName"].rpartition(":")
+    assert image == "ghcr.io/cloudnative-pg/postgresql"
+    assert tag.split("-")[0] == ENV["POSTGRES_VERSION"].split("-")[0]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", CLOUDNATIVE_PG_VERSION)
+
+
+def test_only_order_service_the_operator_and_the_instances_reach_the_database() -> None:
+    (cluster,) = objects("Cluster").values()
+    instances = {"cnpg.io/cluster": cluster["metadata"]["name"]}
+    policy = objects("NetworkPolicy")["orders-db"]
+    assert policy["spec"]["podSelector"] == {"matchLabels": instances}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    admitted = {
+        (json_key(source), port["port"])
+        for rule in policy["spec"]["ingress"]
+        for source in rule["from"]
+        for port in rule["ports"]
+    }
+    order_service = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "order-service"}}}
+    # The operator's pods as its release manifest installs them.
+    go = require(shutil.which("go"), "Go fetches the CloudNativePG release manifest")
+    (manager,) = (document for document in operator_release(go) if document["kind"] == "Deployment")
+    operator = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": manager["metadata"]["namespace"]}},
+        "podSelector": {"matchLabels": manager["spec"]["template"]["metadata"]["labels"]},
+    }
+    assert admitted == {
+        (json_key(order_service), 5432),
+        (json_key(operator), 5432),
+        (json_key(operator), 8000),
+        (json_key({"podSelector": {"matchLabels": instances}}), 5432),
+        (json_key({"podSelector": {"matchLabels": instances}}), 8000),
+    }
+    # The namespace-wide policy does not select the database's pods, so it admits nothing more to them.
+    internal = objects("NetworkPolicy")["internal-from-namespace-only"]
+    (expression,) = internal["spec"]["podSelector"]["matchExpressions"]
+    assert expression["key"] not in instances
+
+
+def json_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 def test_the_gateway_tier_is_headless_and_the_agents_resolve_it_by_dns() -> None:
@@ -221,7 +316,7 @@ def test_each_collector_tier_mounts_the_repository_configs_and_sets_what_they_re
 
 
 def test_the_network_policy_admits_only_the_namespace_to_the_internal_parts() -> None:
-    (policy,) = objects("NetworkPolicy").values()
+    policy = objects("NetworkPolicy")["internal-from-namespace-only"]
     (expression,) = policy["spec"]["podSelector"]["matchExpressions"]
     assert (expression["key"], expression["operator"]) == ("app.kubernetes.io/name", "In")
     assert set(expression["values"]) == INTERNAL

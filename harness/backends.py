@@ -161,8 +161,12 @@ def localized_prometheus_config(targets: Targets) -> dict[str, Any]:
         static_configs = job.setdefault("static_configs", [])
         for static in static_configs:
             static["targets"] = [local for target in static["targets"] for local in replaced(target)]
+        # The name each target was found by stays a label, as DNS discovery gives it to relabel_configs.
         for dns in job.pop("dns_sd_configs", []):
-            static_configs.extend({"targets": replaced(f"{name}:{dns['port']}")} for name in dns["names"])
+            static_configs.extend(
+                {"targets": replaced(f"{name}:{dns['port']}"), "labels": {"__meta_dns_name": name}}
+                for name in dns["names"]
+            )
     return config
 
 

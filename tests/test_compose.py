@@ -25,7 +25,7 @@ from harness import ROOT
 from harness.backends import COLLECTOR_ROLES
 from harness.compose import BACKEND_ADDRESS, PUBLIC_ADDRESS, PUBLIC_SERVICES, address_variable, dotenv
 from shop import grafana_check
-from shop.settings import GatewaySettings
+from shop.settings import GatewaySettings, OrdersSettings
 from tools import collector_binary
 
 pytestmark = pytest.mark.unit
@@ -424,3 +424,33 @@ def test_load_service_is_opt_in_and_runs_the_locust_release_make_load_uses(compo
     assert load["environment"]["PYTHONPATH"] == "/mnt/load", "the locustfile imports harness.orders"
     assert load["command"][:2] == ["-f", "/mnt/load/locustfile.py"]
     assert "http://gateway:8000" in load["command"]
+
+
+def test_order_service_runs_replicas_on_one_unpublished_postgresql(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    orders, postgres = services["order-service"], services["postgres"]
+    assert int(orders["deploy"]["replicas"]) >= 2
+    # Several containers of one service: compose names them, and none can claim a host port.
+    assert "container_name" not in orders
+    assert "ports" not in orders
+    assert "ports" not in postgres
+    assert orders["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    database = postgres["environment"]
+    url = orders["environment"]["ORDERS_DATABASE_URL"]
+    expected = f"postgresql://{database['POSTGRES_USER']}:{database['POSTGRES_PASSWORD']}@postgres:5432/"
+    assert url == expected + database["POSTGRES_DB"]
+    assert OrdersSettings.from_env({"ORDERS_DATABASE_URL": url}).database_url == url
+    assert postgres["image"] == f"postgres:{dotenv()['POSTGRES_VERSION']}"
+    assert any(volume.endswith(":/var/lib/postgresql/data") for volume in postgres["volumes"])
+    # The gateway opens a connection per call, so that its calls reach every replica.
+    assert services["gateway"]["environment"]["ORDERS_SPREAD_OVER_REPLICAS"] == "true"
+
+
+def test_prometheus_scrapes_each_order_service_replica_as_its_own_target() -> None:
+    prometheus = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    (job,) = (job for job in prometheus["scrape_configs"] if job["job_name"] == "shop-services")
+    (dns,) = job["dns_sd_configs"]
+    assert (dns["names"], dns["type"], dns["port"]) == (["order-service"], "A", 8001)
+    (relabel,) = job["relabel_configs"]
+    assert (relabel["source_labels"], relabel["regex"]) == (["__meta_dns_name"], "order-service")
+    assert (relabel["target_label"], relabel["replacement"]) == ("service_name", "order-service")

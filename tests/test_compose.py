@@ -200,6 +200,7 @@ def test_the_gateway_and_grafana_follow_the_public_address_and_every_other_port_
         ("otel-collector", LOOPBACK, 4317),
         ("otel-collector", LOOPBACK, 4318),
         ("load", LOOPBACK, 8089),  # Locust's UI starts and steers load: a backend
+        ("postgres", LOOPBACK, 5432),
     }
     # The scripts (make smoke) find each service where the harness says compose puts it.
     for name, service in raw_compose()["services"].items():
@@ -433,7 +434,6 @@ def test_order_service_runs_replicas_on_one_unpublished_postgresql(compose: dict
     # Several containers of one service: compose names them, and none can claim a host port.
     assert "container_name" not in orders
     assert "ports" not in orders
-    assert "ports" not in postgres
     assert orders["depends_on"]["postgres"] == {"condition": "service_healthy"}
     database = postgres["environment"]
     url = orders["environment"]["ORDERS_DATABASE_URL"]
@@ -454,3 +454,40 @@ def test_prometheus_scrapes_each_order_service_replica_as_its_own_target() -> No
     (relabel,) = job["relabel_configs"]
     assert (relabel["source_labels"], relabel["regex"]) == (["__meta_dns_name"], "order-service")
     assert (relabel["target_label"], relabel["replacement"]) == ("service_name", "order-service")
+
+
+@pytest.mark.parametrize(
+    ("address", "password", "refusal"),
+    [
+        (LOOPBACK, "change-me", None),
+        (LAN, "change-me", "POSTGRES_PASSWORD is a published default and PostgreSQL is published on 192.0.2.10"),
+        (EVERYWHERE, "short", "POSTGRES_PASSWORD is shorter than 12 characters"),
+        (LAN, "a password of my own", None),
+    ],
+)
+def test_postgresql_beyond_loopback_refuses_a_known_or_short_password(
+    address: str, password: str, refusal: str | None
+) -> None:
+    services = with_env(**{BACKEND_ADDRESS: address, "POSTGRES_PASSWORD": password})["services"]
+    check = services["postgres-password-check"]
+    assert services["postgres"]["depends_on"]["postgres-password-check"] == {
+        "condition": "service_completed_successfully"
+    }
+    assert check["command"] == ["python", "-m", "shop.postgres_check"]
+    env = {name: str(value) for name, value in check["environment"].items()}
+    assert env["POSTGRES_PASSWORD"] == services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert {env["BACKEND_BIND_ADDRESS"]} == {host for host, _ in published(services["postgres"])}
+    result = subprocess.run(
+        [sys.executable, "-m", "shop.postgres_check"],
+        env={"PYTHONPATH": str(ROOT / "apps"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if refusal is None:
+        assert (result.returncode, result.stderr) == (0, "")
+    else:
+        assert result.returncode == 2
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"configuration error: {refusal}"), line

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from shop.settings import SettingsError, boolean, ip_address, is_loopback
 
@@ -51,15 +51,20 @@ def refusal(env: Mapping[str, str]) -> str | None:
     )
 
 
-def main(env: Mapping[str, str] | None = None) -> int:
+def report(judge: Callable[[Mapping[str, str]], str | None], env: Mapping[str, str] | None = None) -> int:
+    """Exit status 0 when ``judge`` finds nothing to refuse in the environment, else 2 and one line."""
     try:
-        reason = refusal(os.environ if env is None else env)
+        reason = judge(os.environ if env is None else env)
     except SettingsError as exc:
         reason = str(exc)
     if reason is None:
         return 0
     print(f"configuration error: {reason}", file=sys.stderr)
     return 2
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    return report(refusal, env)
 
 
 if __name__ == "__main__":

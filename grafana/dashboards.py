@@ -30,19 +30,24 @@ SERVER = 'service_name=~"$service", span_kind="SPAN_KIND_SERVER"'
 CALLS = f"traces_span_metrics_calls_total{{{SERVER}}}"
 ERRORS = f'traces_span_metrics_calls_total{{{SERVER}, status_code="STATUS_CODE_ERROR"}}'
 DURATION = f"traces_span_metrics_duration_milliseconds_bucket{{{SERVER}}}"
+# Statements: order-service's CLIENT span per SQL statement (the engine in db_system_name).
+STATEMENT = 'span_kind="SPAN_KIND_CLIENT", db_system_name!=""'
+STATEMENTS = f"traces_span_metrics_calls_total{{{STATEMENT}}}"
+FAILED_STATEMENTS = f'traces_span_metrics_calls_total{{{STATEMENT}, status_code="STATUS_CODE_ERROR"}}'
+STATEMENT_DURATION = f"traces_span_metrics_duration_milliseconds_bucket{{{STATEMENT}}}"
 
 
 def rate(selector: str, by: str) -> str:
     return f"sum by ({by}) (rate({selector}[$__rate_interval]))"
 
 
-def error_ratio(by: str) -> str:
+def error_ratio(by: str, calls: str = CALLS, errors: str = ERRORS) -> str:
     # "or ... * 0": a route without errors shows 0 rather than no line.
-    return f"({rate(ERRORS, by)} or {rate(CALLS, by)} * 0) / {rate(CALLS, by)}"
+    return f"({rate(errors, by)} or {rate(calls, by)} * 0) / {rate(calls, by)}"
 
 
-def quantile(q: float, by: str) -> str:
-    return f"histogram_quantile({q}, sum by (le, {by}) (rate({DURATION}[$__rate_interval])))"
+def quantile(q: float, by: str, buckets: str = DURATION) -> str:
+    return f"histogram_quantile({q}, sum by (le, {by}) (rate({buckets}[$__rate_interval])))"
 
 
 def promql(expr: str, legend: str, *, exemplars: bool = False) -> prometheus.Dataquery:
@@ -91,8 +96,8 @@ def base(uid: str, title: str, description: str) -> dashboard.Dashboard:
 
 
 def red_dashboard() -> dashboard.Dashboard:
-    """Rate, errors and duration of every route, from the Collector's span metrics."""
-    return (
+    """Rate, errors and duration of every route, from the Collector's span metrics; then the database."""
+    built = (
         base("shop-red", "Shop / RED by route", "Span metrics from the Collector: server spans per service and route.")
         .with_variable(service_variable())
         .with_panel(
@@ -141,6 +146,60 @@ def red_dashboard() -> dashboard.Dashboard:
             )
         )
     )
+    # An expanded row holds no panels in Grafana's model: the panels below it are its own.
+    built = built.with_row(dashboard.Row("Database").grid_pos(at(0, 26, 24, 1)))
+    for panel in database_panels():
+        built = built.with_panel(panel)
+    return built
+
+
+def database_panels() -> list[timeseries.Panel]:
+    """The database's share of an order: its statements from span metrics, and order-service's pool
+    (db.client.connection.* from the SDK, per replica: instance is its service.instance.id)."""
+    by = "db_system_name, span_name"
+    legend = "{{db_system_name}} {{span_name}}"
+    return [
+        graph("Statements per second", "ops", at(0, 27, 8, 8), promql(rate(STATEMENTS, by), legend)),
+        graph(
+            "Statement error ratio",
+            "percentunit",
+            at(8, 27, 8, 8),
+            promql(error_ratio(by, STATEMENTS, FAILED_STATEMENTS), legend),
+        ),
+        graph(
+            "Statement latency p50 / p99 (exemplars link to traces)",
+            "ms",
+            at(16, 27, 8, 8),
+            promql(quantile(0.5, by, STATEMENT_DURATION), f"p50 {legend}", exemplars=True),
+            promql(quantile(0.99, by, STATEMENT_DURATION), f"p99 {legend}", exemplars=True),
+        ),
+        graph(
+            "Connection pool per replica",
+            "short",
+            at(0, 35, 12, 8),
+            promql(
+                "sum by (instance, db_client_connection_state) (db_client_connection_count)",
+                "{{instance}} {{db_client_connection_state}}",
+            ),
+            promql("sum by (instance) (db_client_connection_max)", "{{instance}} max"),
+            promql("sum by (instance) (db_client_connection_pending_requests)", "{{instance}} waiting"),
+        ),
+        graph(
+            "Waiting for a connection",
+            "s",
+            at(12, 35, 12, 8),
+            promql(
+                "histogram_quantile(0.99, sum by (le, instance) "
+                "(rate(db_client_connection_wait_time_seconds_bucket[$__rate_interval])))",
+                "p99 wait {{instance}}",
+            ),
+            # Timeouts (answered 503) appear at the first one: draw 0 until then.
+            promql(
+                "sum by (instance) (rate(db_client_connection_timeouts_total[$__rate_interval])) or vector(0)",
+                "timeouts/s {{instance}}",
+            ),
+        ),
+    ]
 
 
 def stat_panel(title: str, unit: str, expr: str, position: GridPos) -> stat.Panel:

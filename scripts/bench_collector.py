@@ -68,7 +68,7 @@ def order_trace(start_ns: int) -> dict[str, list[Span]]:
         )
 
     http_server: dict[str, str | int] = {"http__request__method": "POST", "http__response__status_code": 201}
-    database: dict[str, str | int] = {"db__system__name": "sqlite", "db__namespace": "orders.sqlite3"}
+    database: dict[str, str | int] = {"db__system__name": "postgresql", "db__namespace": "shop"}
     return {
         "gateway": [
             span(

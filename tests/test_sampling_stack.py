@@ -153,7 +153,7 @@ def test_the_service_map_counts_every_call_exactly(run: Run) -> None:
     assert run.failed_edges.get(("order-service", "payment-service")) == failed
     # The public edge fails on a 5xx only, as a server span does.
     assert run.failed_edges.get(("user", "gateway")) == run.kinds["failing"]
-    assert run.edges.get(("order-service", "orders.sqlite3"), 0) > 0
+    assert run.edges.get(("order-service", "sqlite"), 0) > 0
     sampled = run.prometheus.query('sum(traces_service_graph_sampled_request_total{client="gateway"})')
     print(f"the connector's sampled gateway -> order-service edge: {sampled[0]['value'][1]}")
     assert abs(float(sampled[0]["value"][1]) - ORDERS * P) <= 4 * math.sqrt(ORDERS * P * (1 - P))

@@ -39,8 +39,8 @@ SLOW = {DELAY_HEADER: "800"}
 FAIL = {FAIL_HEADER: "true"}
 SLOW_DATABASE_MS = 600
 SLOW_DATABASE = {DB_DELAY_HEADER: str(SLOW_DATABASE_MS)}
-# The service map's node for the stack's database (the rules name it by db.namespace).
-DATABASE_NODE = "stack"
+# The service map's node for the stack's database (the rules name it by db.system.name).
+DATABASE_NODE = "postgresql"
 # Orders that reach payment-service, and so log in all three services.
 CHARGED = {"paid", "declined", "failed", "slow", "slow database"}
 

@@ -97,7 +97,7 @@ format: $(STAMP)
 dashboards: $(STAMP)
 	$(BIN)/python grafana/dashboards.py
 
-## bench: telemetry off vs full telemetry, side by side (needs wrk: apt-get install wrk)
+## bench: telemetry off, full and sampled, on SQLite and on PostgreSQL, side by side (needs wrk: apt-get install wrk)
 bench: $(STAMP) $(COLLECTOR)
 	@command -v wrk >/dev/null || { echo "==> installing wrk from Debian's packages"; $(SUDO) apt-get install -y -q wrk; }
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)

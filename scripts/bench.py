@@ -5,6 +5,8 @@ measured) and take: a closed-loop load from wrk (throughput, latency, CPU second
 then an open-loop load at a fixed, moderate rate (latency without queueing). With full telemetry every
 span is sampled and exported, with metrics and logs, to the real Collector built by `make collector`,
 whose Tempo and Loki exporters go to recording receivers; the span count is checked end to end.
+Each setup runs on each engine of the order store: SQLite, as `make run` has it, and PostgreSQL, as
+compose runs it (a private server from the machine's binaries, whose own CPU is counted apart).
 """
 
 from __future__ import annotations
@@ -29,17 +31,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 import profiles
 from harness.backends import COLLECTOR_BINARY, Collector, collector_with_stand_ins
 from harness.database import order_count
 from harness.orders import order_body
 from harness.otlp_sink import OtlpSink
+from harness.postgres import PostgresServer, find_postgres_bin
 from harness.processes import Shop, http
 
 # otel-collector/config.yaml: the span_metrics connector's metrics_flush_interval is 5 s.
 SPAN_METRICS_FLUSH_S = 6.0
 SPANS_PER_ORDER = 9  # a paid order's trace: docs/telemetry.md
+ENGINES = ("sqlite", "postgresql")
+DB_SYSTEM_NAME = "db.system.name"  # on each DB client span (docs/telemetry.md#the-database)
 WRK_SCRIPT = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{body}'
@@ -64,6 +70,10 @@ class Result:
     spans_received: int | None = None
     # The gateway's server spans as span metrics count them (extrapolated by 1/p when sampled).
     span_metric_calls: float | None = None
+    # The PostgreSQL server's own CPU under the closed-loop load (None on SQLite, which runs in-process).
+    db_server_cpu_s_per_1000: float | None = None
+    # The DB client spans' time as a share of the gateway's server spans' time, over the kept traces.
+    db_span_share: float | None = None
     profile: dict[str, Path] | None = None
 
 
@@ -158,6 +168,41 @@ def bench_shop(workdir: Path, args: argparse.Namespace, env: dict[str, str]) -> 
     )
 
 
+def db_span_share(spans: list[Span]) -> float:
+    """How much of the gateway's time the database's client spans take, summed over every trace received."""
+
+    def duration(span: Span) -> int:
+        return int(span.end_time_unix_nano - span.start_time_unix_nano)
+
+    database = sum(duration(span) for span in spans if any(a.key == DB_SYSTEM_NAME for a in span.attributes))
+    gateway = sum(duration(span) for span in spans if span.name == "POST /api/order")
+    return database / gateway if gateway else 0.0
+
+
+class Databases:
+    """Where each setup keeps its orders: a SQLite file in its own directory, or a new database of its own
+    on one PostgreSQL server started for the run."""
+
+    def __init__(self, workdir: Path, engines: tuple[str, ...]) -> None:
+        self.server: PostgresServer | None = None
+        if "postgresql" in engines:
+            self.server = PostgresServer.start(workdir / "postgres", bin_dir=find_postgres_bin())
+        self._count = 0
+
+    def env(self, engine: str) -> dict[str, str]:
+        """``ORDERS_DATABASE_URL`` for one setup; SQLite's is Shop's default, a file in the setup's directory."""
+        if engine == "sqlite":
+            return {}
+        if self.server is None:
+            raise RuntimeError("no PostgreSQL server was started for this run")
+        self._count += 1
+        return {"ORDERS_DATABASE_URL": self.server.create_database(f"bench_{self._count}")}
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
 def measure(
     setup: str,
     telemetry: bool,
@@ -166,8 +211,10 @@ def measure(
     extra_env: dict[str, str] | None = None,
     profile: bool = True,
     account: bool = False,
+    database: PostgresServer | None = None,
 ) -> Result:
-    """One setup's figures; ``account`` also checks its spans end to end and its span metrics."""
+    """One setup's figures; ``account`` also checks its spans end to end and its span metrics. ``extra_env``
+    may name the database; ``database`` is the PostgreSQL server it is on, whose CPU is then counted."""
     print(f"==> {setup}: starting the services", file=sys.stderr, flush=True)
     with telemetry_backend(workdir / setup.replace(" ", "-"), telemetry) as (env, collector, tempo):
         shop = bench_shop(workdir / setup.replace(" ", "-") / "shop", args, {**env, **(extra_env or {})})
@@ -179,8 +226,10 @@ def measure(
             pids = [service.process.pid for service in shop.running.values()]
             print(f"==> {setup}: wrk, {args.connections} connections, {args.seconds} s", file=sys.stderr, flush=True)
             cpu_before = cpu_seconds(pids)
+            server_cpu_before = database.cpu_seconds() if database else 0.0
             rps, p50, p99, bad, requests = run_wrk(url, args.seconds, args.connections, workdir)
             cpu = cpu_seconds(pids) - cpu_before
+            server_cpu = database.cpu_seconds() - server_cpu_before if database else None
             print(f"==> {setup}: {args.rate:g} orders/s for {args.seconds} s", file=sys.stderr, flush=True)
             latencies, errors = asyncio.run(fixed_rate(url, args.rate, args.seconds))
             result = Result(
@@ -194,8 +243,10 @@ def measure(
                 percentile(latencies, 0.99),
                 bad + errors,
                 requests + len(latencies) + args.warmup,
+                db_server_cpu_s_per_1000=None if server_cpu is None else server_cpu / requests * 1000,
             )
-            if profile and args.profile and telemetry and not extra_env:
+            # Not for the sampled or the breakdown's setups: only what differs in the database is allowed.
+            if profile and args.profile and telemetry and not set(extra_env or {}) - {"ORDERS_DATABASE_URL"}:
                 # A phase of its own: the profiler's CPU must not distort the figures above.
                 print(f"==> {setup}: wrk again under py-spy for {args.seconds} s", file=sys.stderr, flush=True)
                 names = {name.removeprefix("shop."): service.process.pid for name, service in shop.running.items()}
@@ -219,6 +270,7 @@ def measure(
             result.spans_accepted = counters.get("otelcol_receiver_accepted_spans", 0)
             result.spans_exported = counters.get("otelcol_exporter_sent_spans", 0)
             result.spans_received = len(tempo.spans())
+            result.db_span_share = db_span_share([span for _, span in tempo.spans()])
             time.sleep(SPAN_METRICS_FLUSH_S)
             result.span_metric_calls = collector.exported_sum(
                 "traces_span_metrics_calls_total",
@@ -304,6 +356,86 @@ BREAKDOWN: list[tuple[str, bool, dict[str, str]]] = [
     ("sampled p=0.1", True, {"TRACES_SAMPLE_RATIO": "0.1"}),
     ("sampled p=0.1, WARNING", True, {"LOG_LEVEL": "WARNING", "TRACES_SAMPLE_RATIO": "0.1"}),
 ]
+
+
+def compare_engines(args: argparse.Namespace, workdir: Path) -> list[Result]:
+    """Off, full and sampled on each engine, interleaved in every round; the report of each, then the engines
+    side by side."""
+    databases = Databases(workdir, args.engines)
+    rounds: dict[str, list[tuple[Result, Result, Result]]] = {engine: [] for engine in args.engines}
+    try:
+        for round_number in range(1, args.repeat + 1):
+            if args.repeat > 1:
+                print(f"==> round {round_number} of {args.repeat}", file=sys.stderr, flush=True)
+            round_dir = workdir / f"round-{round_number}"
+            # One profile is enough, and each takes a phase of its own: the last round's, on the last engine.
+            last = round_number == args.repeat
+            for engine in args.engines:
+                profile = last and engine == args.engines[-1]
+                rounds[engine].append(engine_round(engine, args, round_dir, databases, profile))
+    finally:
+        databases.close()
+    medians: dict[str, list[Result]] = {}
+    for engine, engine_rounds in rounds.items():
+        off, on, sampled = medians[engine] = [median_of([r[column] for r in engine_rounds]) for column in range(3)]
+        print(f"== {engine}")
+        report(off, on, sampled, args.rate, args.sample_ratio)
+        if args.repeat > 1:
+            report_rounds(engine_rounds, args.repeat)
+        print()
+    report_engines(medians, args.sample_ratio)
+    return [result for results in medians.values() for result in results]
+
+
+def engine_round(
+    engine: str, args: argparse.Namespace, round_dir: Path, databases: Databases, profile: bool
+) -> tuple[Result, Result, Result]:
+    """Telemetry off, full and sampled on one engine, each on a database of its own."""
+    server = databases.server if engine == "postgresql" else None
+
+    def setup(name: str, telemetry: bool, env: dict[str, str], **options: bool) -> Result:
+        extra_env = {**env, **databases.env(engine)}
+        return measure(f"{engine} {name}", telemetry, args, round_dir, extra_env, database=server, **options)
+
+    off = setup("telemetry off", False, {})
+    on = setup("full telemetry", True, {}, profile=profile, account=True)
+    sampled = setup("sampled", True, {"TRACES_SAMPLE_RATIO": str(args.sample_ratio)}, profile=False, account=True)
+    return off, on, sampled
+
+
+def report_rounds(rounds: list[tuple[Result, Result, Result]], repeat: int) -> None:
+    full = ", ".join(f"{on.throughput_rps / off.throughput_rps:.2f}" for off, on, _ in rounds)
+    kept = ", ".join(f"{s.throughput_rps / off.throughput_rps:.2f}" for off, _, s in rounds)
+    deltas = ", ".join(
+        f"{on.fixed_p99_ms - off.fixed_p99_ms:+.2f}/{s.fixed_p99_ms - off.fixed_p99_ms:+.2f}" for off, on, s in rounds
+    )
+    print(f"(medians of {repeat} rounds; throughput full/off per round: {full}; sampled/off: {kept};")
+    print(f" p99 delta full/sampled per round: {deltas} ms; counts summed over the rounds)")
+
+
+def report_engines(medians: dict[str, list[Result]], ratio: float) -> None:
+    """Each engine's three setups in one table: the services' CPU and the database server's, apart."""
+    columns = [
+        (f"{engine} {name}", result)
+        for engine, results in medians.items()
+        for name, result in zip(("off", "full", f"p={ratio:.2f}"), results, strict=True)
+    ]
+    rows = [
+        ("orders/s (closed loop)", [f"{r.throughput_rps:.0f}" for _, r in columns]),
+        ("CPU s per 1,000 orders, 3 services", [f"{r.cpu_s_per_1000:.2f}" for _, r in columns]),
+        ("CPU s per 1,000 orders, DB server", [optional(r.db_server_cpu_s_per_1000, "{:.2f}") for _, r in columns]),
+        ("DB spans' share of the gateway's time", [optional(r.db_span_share, "{:.1%}") for _, r in columns]),
+    ]
+    width = max(len(name) for name, _ in rows)
+    column_width = max(15, *(len(name) for name, _ in columns))
+    print("Engines side by side (SQLite runs inside order-service: its CPU is in the services' figure)")
+    print(f"{'':{width}}" + "".join(f"  {name:>{column_width}}" for name, _ in columns))
+    for name, values in rows:
+        print(f"{name:{width}}" + "".join(f"  {value:>{column_width}}" for value in values))
+
+
+def optional(value: float | None, form: str) -> str:
+    return "-" if value is None else form.format(value)
 
 
 def report_breakdown(results: list[Result], rate: float) -> None:
@@ -394,6 +526,13 @@ def environment_setting(text: str) -> tuple[str, str]:
     return name, value
 
 
+def engine_list(text: str) -> tuple[str, ...]:
+    engines = tuple(dict.fromkeys(name.strip() for name in text.split(",")))
+    if not engines or not set(engines) <= set(ENGINES):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(ENGINES)}, got {text!r}")
+    return engines
+
+
 def apps_tree(text: str) -> tuple[str, Path]:
     name, sep, directory = text.partition("=")
     tree = Path(directory).resolve()
@@ -437,6 +576,14 @@ def main() -> int:
     )
     parser.add_argument("--log-level", default="INFO", help="services LOG_LEVEL (default INFO: logs are part of it)")
     parser.add_argument(
+        "--engines",
+        type=engine_list,
+        default=ENGINES,
+        metavar="LIST",
+        help="the order store's engines, each with every setup (default sqlite,postgresql; "
+        "--breakdown, --drills and --apps run on SQLite)",
+    )
+    parser.add_argument(
         "--set",
         type=environment_setting,
         action="append",
@@ -448,11 +595,15 @@ def main() -> int:
     args.set = dict(args.set)
     if not 0 < args.sample_ratio <= 1:
         parser.error(f"--sample-ratio must be above 0 and at most 1, not {args.sample_ratio}")
-    missing = [
-        what for what, ok in (("wrk", shutil.which("wrk")), ("the Collector", COLLECTOR_BINARY.exists())) if not ok
-    ]
+    needs = [("wrk", shutil.which("wrk") is not None), ("the Collector", COLLECTOR_BINARY.exists())]
+    if "postgresql" in args.engines and not (args.drills or args.apps or args.breakdown):
+        needs.append(("PostgreSQL's server binaries", find_postgres_bin() is not None))
+    missing = [what for what, found in needs if not found]
     if missing:
-        print(f"make bench needs {' and '.join(missing)}: apt-get install wrk; make collector", file=sys.stderr)
+        print(
+            f"make bench needs {' and '.join(missing)}: apt-get install wrk postgresql; make collector",
+            file=sys.stderr,
+        )
         return 2
     with tempfile.TemporaryDirectory(prefix="shop-bench-") as tmp:
         workdir = Path(tmp)
@@ -466,30 +617,7 @@ def main() -> int:
             results = [measure(name, telemetry, args, workdir, env) for name, telemetry, env in BREAKDOWN]
             report_breakdown(results, args.rate)
         else:
-            rounds = []
-            for round_number in range(1, args.repeat + 1):
-                if args.repeat > 1:
-                    print(f"==> round {round_number} of {args.repeat}", file=sys.stderr, flush=True)
-                round_dir = workdir / f"round-{round_number}"
-                off = measure("telemetry off", False, args, round_dir)
-                # One profile is enough, and each takes a phase of its own: the last round's.
-                last = round_number == args.repeat
-                on = measure("full telemetry", True, args, round_dir, profile=last, account=True)
-                sampled_env = {"TRACES_SAMPLE_RATIO": str(args.sample_ratio)}
-                sampled = measure("sampled", True, args, round_dir, sampled_env, profile=False, account=True)
-                rounds.append((off, on, sampled))
-            off, on, sampled = (median_of([r[column] for r in rounds]) for column in range(3))
-            results = [off, on, sampled]
-            report(off, on, sampled, args.rate, args.sample_ratio)
-            if args.repeat > 1:
-                full = ", ".join(f"{on.throughput_rps / off.throughput_rps:.2f}" for off, on, _ in rounds)
-                kept = ", ".join(f"{s.throughput_rps / off.throughput_rps:.2f}" for off, _, s in rounds)
-                deltas = ", ".join(
-                    f"{on.fixed_p99_ms - off.fixed_p99_ms:+.2f}/{s.fixed_p99_ms - off.fixed_p99_ms:+.2f}"
-                    for off, on, s in rounds
-                )
-                print(f"(medians of {args.repeat} rounds; throughput full/off per round: {full}; sampled/off: {kept};")
-                print(f" p99 delta full/sampled per round: {deltas} ms; counts summed over the rounds)")
+            results = compare_engines(args, workdir)
     for result in results:
         if result.profile:
             print()

@@ -12,7 +12,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 import bench_collector
 import profiles
-from bench import Result, environment_setting, median_of, wrk_duration_ms
+from bench import Result, db_span_share, engine_list, environment_setting, median_of, wrk_duration_ms
 from harness.otlp_sink import resource_attributes
 
 pytestmark = pytest.mark.unit
@@ -84,3 +84,28 @@ def test_bench_collector_replays_whole_shop_traces() -> None:
         assert [span.name for _, span in spans if not span.parent_span_id] == ["POST /api/order"]
         assert all(span.parent_span_id in ids for _, span in spans if span.parent_span_id)
         assert {service for service, _ in spans} == set(bench_collector.SERVICES)
+
+
+def test_the_db_share_is_the_db_client_spans_time_over_the_gateways() -> None:
+    def span(name: str, start: int, end: int, **attributes: str) -> Span:
+        made = Span(name=name, start_time_unix_nano=start, end_time_unix_nano=end)
+        for key, value in attributes.items():
+            made.attributes.add(key=key.replace("_", "."), value={"string_value": value})
+        return made
+
+    spans = [
+        span("POST /api/order", 0, 100),
+        span("POST /orders", 10, 90),
+        span("INSERT orders", 20, 40, db_system_name="postgresql"),
+        span("UPDATE orders", 60, 65, db_system_name="postgresql"),
+        span("POST /api/order", 200, 300),
+        span("INSERT orders", 210, 215, db_system_name="postgresql"),
+    ]
+    assert db_span_share(spans) == pytest.approx(30 / 200)
+    assert db_span_share([]) == 0.0
+
+
+def test_engines_are_a_list_of_known_names_without_repeats() -> None:
+    assert engine_list("postgresql,sqlite,postgresql") == ("postgresql", "sqlite")
+    with pytest.raises(argparse.ArgumentTypeError):
+        engine_list("mysql")

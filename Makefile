@@ -20,7 +20,7 @@ PROMETHEUS_MODULE := github.com/prometheus/prometheus@$(shell echo $(PROMETHEUS_
 PROMETHEUS_DIR := build/prometheus-$(PROMETHEUS_RELEASE)
 PROMETHEUS := $(PROMETHEUS_DIR)/prometheus
 
-.PHONY: venv run test test-fast check format lock clean collector prometheus prometheus-from-debian dashboards smoke bench bench-collector load demo k8s-charts k8s-rules
+.PHONY: venv run test test-fast check format lock clean collector prometheus prometheus-from-debian dashboards smoke bench bench-collector bench-db-clients load demo k8s-charts k8s-rules
 
 venv: $(STAMP)
 
@@ -101,6 +101,10 @@ dashboards: $(STAMP)
 bench: $(STAMP) $(COLLECTOR)
 	@command -v wrk >/dev/null || { echo "==> installing wrk from Debian's packages"; $(SUDO) apt-get install -y -q wrk; }
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+## bench-db-clients: asyncpg with our spans vs contrib's asyncpg and SQLAlchemy instrumentations (BENCH_DB_CLIENTS_ARGS=--repeat 3)
+bench-db-clients: $(STAMP)
+	$(BIN)/python scripts/bench_db_clients.py $(BENCH_DB_CLIENTS_ARGS)
 
 ## bench-collector: spans/s one Collector core takes, one Collector vs two tiers (BENCH_COLLECTOR_ARGS=--repeat 3)
 bench-collector: $(STAMP) $(COLLECTOR)

@@ -307,10 +307,15 @@ def test_grafana_beyond_loopback_refuses_a_known_or_short_password_in_one_line(
 ) -> None:
     services = with_env(**{PUBLIC_ADDRESS: address, "GRAFANA_ADMIN_PASSWORD": password})["services"]
     assert password_check_env(services)["GRAFANA_ANONYMOUS_VIEWERS"] == "true", "as .env ships it"
-    # As compose runs it: python -m shop.grafana_check with the service's environment.
+    assert_check_answers("shop.grafana_check", password_check_env(services), refusal)
+
+
+def assert_check_answers(module: str, env: dict[str, str], refusal: str | None) -> None:
+    """As compose runs a one-shot check: ``python -m MODULE`` with the service's environment; nothing on
+    stdout, and either success or exit status 2 with one line that starts with ``refusal``."""
     result = subprocess.run(
-        [sys.executable, "-m", "shop.grafana_check"],
-        env={"PYTHONPATH": str(ROOT / "apps"), **password_check_env(services)},
+        [sys.executable, "-m", module],
+        env={"PYTHONPATH": str(ROOT / "apps"), **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -477,17 +482,4 @@ def test_postgresql_beyond_loopback_refuses_a_known_or_short_password(
     env = {name: str(value) for name, value in check["environment"].items()}
     assert env["POSTGRES_PASSWORD"] == services["postgres"]["environment"]["POSTGRES_PASSWORD"]
     assert {env["BACKEND_BIND_ADDRESS"]} == {host for host, _ in published(services["postgres"])}
-    result = subprocess.run(
-        [sys.executable, "-m", "shop.postgres_check"],
-        env={"PYTHONPATH": str(ROOT / "apps"), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if refusal is None:
-        assert (result.returncode, result.stderr) == (0, "")
-    else:
-        assert result.returncode == 2
-        (line,) = result.stderr.splitlines()
-        assert line.startswith(f"configuration error: {refusal}"), line
+    assert_check_answers("shop.postgres_check", env, refusal)

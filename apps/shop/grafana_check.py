@@ -26,24 +26,29 @@ KNOWN_PASSWORDS = frozenset({"change-me", "admin"})
 MIN_LENGTH = 12
 
 
+def password_problem(password: str) -> str | None:
+    """What is wrong with a password that others can try, or None: a published default, or too short."""
+    if password in KNOWN_PASSWORDS:
+        return "is a published default"
+    if len(password) < MIN_LENGTH:
+        return f"is shorter than {MIN_LENGTH} characters"
+    return None
+
+
 def refusal(env: Mapping[str, str]) -> str | None:
     """Why Grafana must not start with these values, or None when it may."""
     address = env.get(ADDRESS_VARIABLE, "").strip()
     ip_address(ADDRESS_VARIABLE, address)  # compose publishes on an IP address; anything else is a mistake
     if is_loopback(address):
         return None
-    password = env.get(PASSWORD_VARIABLE, "")
     beyond = f"Grafana is published on {address} ({ADDRESS_VARIABLE}), beyond loopback"
-    if password in KNOWN_PASSWORDS:
-        problem = "is a published default"
-    elif len(password) < MIN_LENGTH:
-        problem = f"is shorter than {MIN_LENGTH} characters"
-    elif boolean(ANONYMOUS_VARIABLE, env.get(ANONYMOUS_VARIABLE, "false")):
+    problem = password_problem(env.get(PASSWORD_VARIABLE, ""))
+    if problem is None and boolean(ANONYMOUS_VARIABLE, env.get(ANONYMOUS_VARIABLE, "false")):
         return (
             f"{ANONYMOUS_VARIABLE} is true and {beyond}: anyone who reaches it could read every trace and log "
             f"line; set {ANONYMOUS_VARIABLE}=false in .env, or {ADDRESS_VARIABLE}=127.0.0.1"
         )
-    else:
+    if problem is None:
         return None
     return (
         f"{PASSWORD_VARIABLE} {problem} and {beyond}: set a password of at least {MIN_LENGTH} characters "

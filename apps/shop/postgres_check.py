@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shop.grafana_check import KNOWN_PASSWORDS, MIN_LENGTH, report
+from shop.grafana_check import MIN_LENGTH, password_problem, report
 from shop.settings import ip_address, is_loopback
 
 ADDRESS_VARIABLE = "BACKEND_BIND_ADDRESS"
@@ -24,12 +24,8 @@ def refusal(env: Mapping[str, str]) -> str | None:
     ip_address(ADDRESS_VARIABLE, address)
     if is_loopback(address):
         return None
-    password = env.get(PASSWORD_VARIABLE, "")
-    if password in KNOWN_PASSWORDS:
-        problem = "is a published default"
-    elif len(password) < MIN_LENGTH:
-        problem = f"is shorter than {MIN_LENGTH} characters"
-    else:
+    problem = password_problem(env.get(PASSWORD_VARIABLE, ""))
+    if problem is None:
         return None
     return (
         f"{PASSWORD_VARIABLE} {problem} and PostgreSQL is published on {address} ({ADDRESS_VARIABLE}), beyond "

@@ -191,15 +191,19 @@ def go_module_dir(module: str, version: str, go: str = "go") -> Path:
     return Path(answer["Dir"])
 
 
-def operator_release(go: str = "go") -> list[dict[str, Any]]:
+def operator_module(go: str = "go") -> Path:
+    """CloudNativePG's source at the pinned release (fetched once; read with the two functions below)."""
+    return go_module_dir(CLOUDNATIVE_PG_MODULE, CLOUDNATIVE_PG_VERSION, go)
+
+
+def operator_release(module: Path) -> list[dict[str, Any]]:
     """The manifest that installs the operator at the pinned release (releases/cnpg-VERSION.yaml), as users apply it."""
-    module = go_module_dir(CLOUDNATIVE_PG_MODULE, CLOUDNATIVE_PG_VERSION, go)
     return documents((module / "releases" / f"cnpg-{CLOUDNATIVE_PG_VERSION}.yaml").read_text())
 
 
-def operator_crd_schemas(go: str = "go") -> dict[tuple[str, str], dict[str, Any]]:
+def operator_crd_schemas(module: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """The strict schema of each custom resource the manifests may use: CloudNativePG's, at its pinned release."""
-    crds = go_module_dir(CLOUDNATIVE_PG_MODULE, CLOUDNATIVE_PG_VERSION, go) / "config" / "crd" / "bases"
+    crds = module / "config" / "crd" / "bases"
     rendered = [document for path in sorted(crds.glob("*.yaml")) for document in documents(path.read_text())]
     return {key: strict_schema(schema) for key, schema in custom_resource_schemas(rendered).items()}
 

@@ -32,6 +32,7 @@ from harness.kubernetes import (
     documents,
     manifest_documents,
     operator_crd_schemas,
+    operator_module,
     operator_release,
     prometheus_rule,
     validate,
@@ -90,10 +91,15 @@ def secret_reference(value_from: dict[str, Any]) -> str:
 
 
 @cache
+def cloudnative_pg() -> Path:
+    """CloudNativePG's Go module at the pinned release (Go fetches it: CI has Go)."""
+    go = require(shutil.which("go"), "Go fetches CloudNativePG's CRDs and release manifest, which the manifests meet")
+    return operator_module(go)
+
+
+@cache
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    """CloudNativePG's CRDs at the pinned release, from its Go module (Go fetches it: CI has Go)."""
-    go = require(shutil.which("go"), "Go fetches the CloudNativePG CRDs the database's Cluster is checked against")
-    return operator_crd_schemas(go)
+    return operator_crd_schemas(cloudnative_pg())
 
 
 def settings_variables(settings: Any) -> set[str]:
@@ -247,8 +253,7 @@ def test_only_order_service_the_operator_and_the_instances_reach_the_database() 
     }
     order_service = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "order-service"}}}
     # The operator's pods as its release manifest installs them.
-    go = require(shutil.which("go"), "Go fetches the CloudNativePG release manifest")
-    (manager,) = (document for document in operator_release(go) if document["kind"] == "Deployment")
+    (manager,) = (document for document in operator_release(cloudnative_pg()) if document["kind"] == "Deployment")
     operator = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": manager["metadata"]["namespace"]}},
         "podSelector": {"matchLabels": manager["spec"]["template"]["metadata"]["labels"]},

@@ -108,6 +108,16 @@ def url(name: str, raw: str) -> str:
     return value
 
 
+def one_of(*choices: str) -> Parse[str]:
+    def parse_choice(name: str, raw: str) -> str:
+        value = raw.lower()
+        if value not in choices:
+            raise SettingsError(f"{name}={value!r} must be one of {', '.join(choices)}")
+        return value
+
+    return parse_choice
+
+
 def ratio(name: str, raw: str) -> float:
     """A probability above 0 and at most 1."""
     value = _in_range(float, 0.0, 1.0)(name, raw)
@@ -177,6 +187,10 @@ class TelemetrySettings:
     service_namespace: str = "shop"
     deployment_environment: str = "local"
     sdk_disabled: bool = variable("OTEL_SDK_DISABLED", boolean, False)
+    # Who instruments the service: "lean" (shop.lean: contrib's output at a fraction of its per-request
+    # cost), "contrib" (the contrib instrumentors as they are: the way back), or "zero-code" (nothing here:
+    # `opentelemetry-instrument` sets up the SDK and the instrumentations; the JSON stdout lines stay).
+    instrumentation: str = variable("TELEMETRY_INSTRUMENTATION", one_of("lean", "contrib", "zero-code"), "lean")
     otlp_endpoint: str = variable("OTEL_EXPORTER_OTLP_ENDPOINT", url, "http://localhost:4318")
     log_level: str = variable("LOG_LEVEL", log_level, "INFO")
     # How long shutdown may spend flushing buffered telemetry before giving up.

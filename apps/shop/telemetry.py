@@ -38,6 +38,7 @@ from opentelemetry.trace import format_span_id, format_trace_id
 from opentelemetry.util.types import AttributeValue
 from pythonjsonlogger.json import JsonFormatter
 
+from shop.lean import LeanClientInstrumentor, LeanServerInstrumentor, lean_path_problem
 from shop.sampling import ShopSampler
 from shop.settings import SettingsError, TelemetrySettings
 
@@ -147,12 +148,14 @@ def json_log_formatter(service_name: str) -> TraceContextJsonFormatter:
 
 
 def configure_logging(service_name: str, level: str) -> None:
-    """JSON lines on stdout for every logger; replaces whatever handlers were there."""
+    """JSON lines on stdout for every logger; replaces whatever handlers were there but OpenTelemetry's
+    (which `opentelemetry-instrument` puts on the root logger to export every record)."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(json_log_formatter(service_name))
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if not isinstance(old, LoggingHandler):
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     # aiosqlite logs every statement with its parameters at DEBUG; those are customer data.
@@ -266,9 +269,16 @@ def configure_telemetry(settings: TelemetrySettings, exporters: TelemetryExporte
     """
     resource = build_resource(settings)
     configure_logging(str(resource.attributes[SERVICE_NAME]), settings.log_level)
-    if settings.sdk_disabled:
-        # No providers and no instrumentation middleware: the cheapest path this code has.
+    if settings.sdk_disabled or settings.instrumentation == "zero-code":
+        # No providers and no instrumentation middleware: the cheapest path this code has, or the one
+        # `opentelemetry-instrument` has already set up (the spans this code starts itself go to its provider).
         return Telemetry(settings)
+    lean = settings.instrumentation == "lean"
+    if lean and (problem := lean_path_problem()) is not None:
+        logging.getLogger(__name__).warning(
+            "the lean instrumentation path is off; contrib's instrumentation runs instead", extra={"reason": problem}
+        )
+        lean = False
 
     if exporters is None:
         with refused_by_sdk("OTEL_EXPORTER_OTLP_*, OTEL_METRIC_EXPORT_*"):
@@ -280,7 +290,10 @@ def configure_telemetry(settings: TelemetrySettings, exporters: TelemetryExporte
         # The SDK would ignore it beside the sampler given here: say so rather than sample otherwise.
         raise SettingsError("OTEL_TRACES_SAMPLER is not read here: set TRACES_SAMPLE_RATIO (0 < p <= 1)")
     sampler = ShopSampler(
-        settings.sample_ratio, decides=settings.decides_sampling, allow_forced=settings.allow_forced_sampling
+        settings.sample_ratio,
+        decides=settings.decides_sampling,
+        allow_forced=settings.allow_forced_sampling,
+        fast_path=lean,
     )
     tracer_provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
     with refused_by_sdk("OTEL_BSP_*"):
@@ -310,8 +323,9 @@ def configure_telemetry(settings: TelemetrySettings, exporters: TelemetryExporte
     with warnings.catch_warnings():
         # The instrumentor subclasses web.Application by design (aiohttp < 4 allows it, with this warning).
         warnings.filterwarnings("ignore", "Inheritance class _InstrumentedApplication", DeprecationWarning)
-        AioHttpServerInstrumentor().instrument(tracer_provider=tracer_provider)
-    AioHttpClientInstrumentor().instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        (LeanServerInstrumentor() if lean else AioHttpServerInstrumentor()).instrument(tracer_provider=tracer_provider)
+    client = LeanClientInstrumentor() if lean else AioHttpClientInstrumentor()
+    client.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
     return Telemetry(settings, tracer_provider, meter_provider, logger_provider)
 
 

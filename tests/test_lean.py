@@ -1,0 +1,270 @@
+"""The lean instrumentation path (shop.lean) emits what contrib's emits: the differential test, the proof that its
+comparison can fail, the sampler's fast path against the composite sampler, bounded caches, and the way back."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import SamplingResult
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+from conftest import Served, ServeFn
+from shop.lean import LeanClientInstrumentor, LeanServerInstrumentor
+from shop.orders.app import create_app as create_orders
+from shop.sampling import ShopSampler
+from shop.settings import OrdersSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+# Order and payment IDs (UUIDs, with or without dashes), trace and span IDs (as traceresponse writes them).
+RANDOM_ID = re.compile(r"\b([0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}|[0-9a-f]{16})\b")
+Output = dict[str, Any]
+
+
+def emitted(mode: str, scenario: str, tmp_path: Path) -> Output:
+    """One side's spans, metrics and log records (tests/lean_diff.py in a process of its own)."""
+    output = tmp_path / f"{mode}-{scenario}.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "lean_diff.py"), mode, scenario, str(output)],
+        check=True,
+        timeout=120,
+        capture_output=True,
+        env={**subprocess_env(), "PYTHONPATH": f"{ROOT / 'apps'}:{ROOT}"},
+    )
+    return dict(json.loads(output.read_text()))
+
+
+def subprocess_env() -> dict[str, str]:
+    """This environment without the OTEL_* variables a test may have set: each side sets its own."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+
+
+def normalised(output: Output) -> dict[str, list[str]]:
+    """Each signal as a sorted list of canonical records: span IDs become the path of span names from the
+    trace's root, and ephemeral ports and order IDs placeholders; nothing else changes."""
+    ports = {str(port) for port in output["ports"]}
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        if isinstance(value, int) and not isinstance(value, bool) and str(value) in ports:
+            return "<port>"
+        if isinstance(value, str):
+            value = RANDOM_ID.sub("<id>", value)
+            return re.sub(r"(?<=[:\s])(\d+)", lambda m: "<port>" if m.group(1) in ports else m.group(1), value)
+        return value
+
+    spans = {span["span"]: span for span in output["spans"]}
+
+    def label(span_id: str | None) -> str | None:
+        if span_id is None:
+            return None
+        span = spans.get(span_id)
+        if span is None:
+            return f"remote {span_id}"  # the caller's, set by the driver: the same on both sides
+        return f"{label(span['parent'])} > {span['kind']} {span['name']}"
+
+    canonical_spans = [
+        {**clean({k: v for k, v in span.items() if k not in ("span", "parent")}), "at": label(span["span"])}
+        for span in output["spans"]
+    ]
+    canonical_logs = [
+        {**clean({k: v for k, v in r.items() if k != "span"}), "at": label(r["span"])} for r in output["logs"]
+    ]
+    return {
+        "spans": sorted(json.dumps(span, sort_keys=True) for span in canonical_spans),
+        "metrics": sorted(json.dumps(clean(point), sort_keys=True) for point in output["metrics"]),
+        "logs": sorted(json.dumps(record, sort_keys=True) for record in canonical_logs),
+    }
+
+
+def differences(lean: Output, contrib: Output) -> list[str]:
+    """What one side emitted and the other did not, signal by signal; empty when they are the same."""
+    found = []
+    for signal, records in normalised(lean).items():
+        theirs = normalised(contrib)[signal]
+        only_lean = sorted(set(records) - set(theirs))
+        only_contrib = sorted(set(theirs) - set(records))
+        if only_lean or only_contrib or len(records) != len(theirs):
+            found.append(f"{signal}: lean only {only_lean[:3]}, contrib only {only_contrib[:3]}")
+    return found
+
+
+@pytest.fixture(scope="module", params=["plain", "headers"])
+def both_sides(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Output, Output]:
+    workdir = tmp_path_factory.mktemp(f"lean-{request.param}")
+    return emitted("lean", request.param, workdir), emitted("contrib", request.param, workdir)
+
+
+@pytest.mark.processes
+def test_lean_emits_what_contrib_emits(both_sides: tuple[Output, Output]) -> None:
+    lean, contrib = both_sides
+    # The driver's requests reached every branch worth comparing.
+    spans = lean["spans"]
+    assert {s["attributes"].get("http.response.status_code") for s in spans} >= {201, 200, 402, 404, 405, 422, 400}
+    assert any(s["attributes"].get("http.request.method") == "_OTHER" for s in spans)
+    assert any(s["attributes"].get("error.type") == "TimeoutError" for s in spans)
+    assert any(s["attributes"].get("error.type") == "ClientConnectorError" for s in spans)
+    assert any(s["attributes"].get("http.route") == "" for s in spans)
+    assert not any(s["attributes"].get("url.path") in ("/healthz", "/metrics") for s in spans)
+    dropped = [m for m in lean["metrics"] if m["name"] == "http.server.request.duration"]
+    assert sum(m["value"] for m in dropped) > len({s["trace"] for s in spans if s["kind"] == "SERVER"})
+    assert differences(lean, contrib) == []
+
+
+def mutations(output: Output) -> Iterator[tuple[str, Output]]:
+    """The lean side with one thing changed each: a span attribute, a metric attribute value, the ot=th entry."""
+    changed = copy.deepcopy(output)
+    span = next(s for s in changed["spans"] if "http.route" in s["attributes"])
+    span["attributes"]["http.route"] += "x"
+    yield "a span attribute", changed
+    changed = copy.deepcopy(output)
+    point = next(m for m in changed["metrics"] if m["name"] == "http.server.request.duration")
+    point["attributes"]["http.request.method"] = "PATCH"
+    yield "a metric attribute value", changed
+    changed = copy.deepcopy(output)
+    span = next(s for s in changed["spans"] if s["trace_state"])
+    span["trace_state"] = [["ot", "th:8;rv:" + dict(span["trace_state"])["ot"].split("rv:")[1]]]
+    yield "the ot=th entry", changed
+
+
+@pytest.mark.processes
+def test_the_comparison_fails_on_each_mutation(both_sides: tuple[Output, Output]) -> None:
+    lean, contrib = both_sides
+    for what, mutated in mutations(lean):
+        assert differences(mutated, contrib), f"changing {what} went unnoticed"
+
+
+HEX14 = st.integers(0, (1 << 56) - 1).map(lambda n: f"{n:014x}")
+OT_ENTRIES = st.one_of(
+    st.builds(lambda rv: f"rv:{rv}", HEX14),  # what the gateway writes for a trace it drops
+    st.builds(lambda th, rv: f"th:{th.rstrip('0') or '0'};rv:{rv}", HEX14, HEX14),
+    st.builds(lambda rv: f"rv:{rv.upper()}", HEX14),
+    st.builds(lambda rv, x: f"rv:{rv};x:{x}", HEX14, st.sampled_from(["1", "abc"])),
+    st.sampled_from(["rv:123", "th:", "th:zz", "rv:00000000000000", "junk"]),
+)
+
+
+@st.composite
+def parents(draw: st.DrawFn) -> tuple[SpanContext, bool]:
+    """A parent span context of any kind the shop can meet, and whether the sampler decides at the edge."""
+    entries = draw(st.lists(st.tuples(st.sampled_from(["vendor", "acme", "x"]), st.just("v")), max_size=3))
+    ot = draw(st.none() | OT_ENTRIES)
+    if ot is not None:
+        entries.insert(draw(st.integers(0, len(entries))), ("ot", ot))
+    context = SpanContext(
+        trace_id=draw(st.integers(1, (1 << 128) - 1)),
+        span_id=draw(st.integers(1, (1 << 64) - 1)),
+        is_remote=draw(st.booleans()),
+        trace_flags=TraceFlags(draw(st.sampled_from([TraceFlags.DEFAULT, TraceFlags.SAMPLED]))),
+        trace_state=TraceState(list(dict(entries).items())),
+    )
+    return context, draw(st.booleans())
+
+
+def sampling(sampler: ShopSampler, parent: SpanContext) -> tuple[Any, ...]:
+    result: SamplingResult = sampler.should_sample(
+        trace.set_span_in_context(NonRecordingSpan(parent)),
+        parent.trace_id,
+        "GET /x",
+        attributes={"http.request.method": "GET"},
+    )
+    state = None if result.trace_state is None else list(result.trace_state.items())
+    return result.decision, dict(result.attributes), state
+
+
+@pytest.mark.unit
+@settings(max_examples=3000, deadline=None)
+@given(parents(), st.sampled_from([1.0, 0.5, 0.1, 0.001]))
+def test_the_sampler_fast_path_decides_as_the_composite_sampler(parent: tuple[SpanContext, bool], ratio: float) -> None:
+    context, decides = parent
+    if decides and context.is_remote:
+        return  # the edge's own decision: random, and no fast path there
+    fast = ShopSampler(ratio, decides=decides, fast_path=True)
+    composite = ShopSampler(ratio, decides=decides, fast_path=False)
+    assert sampling(fast, context) == sampling(composite, context)
+
+
+@pytest.mark.inprocess
+async def test_the_caches_stay_bounded_over_many_order_ids_and_paths(serve: ServeFn, tmp_path: Path) -> None:
+    orders: Served = await serve(
+        create_orders(
+            OrdersSettings(database_url=f"sqlite:///{tmp_path / 'orders.sqlite3'}", payments_url="http://127.0.0.1:9")
+        )
+    )
+    server, client = LeanServerInstrumentor().server, LeanClientInstrumentor().client
+    statuses = set()
+    async with aiohttp.ClientSession() as session:  # instrumented: the lean client's cache is exercised too
+        for n in range(10_000):
+            path = f"/orders/{uuid.uuid4()}" if n % 10 else f"/{uuid.uuid4().hex}/{n}"
+            async with session.get(orders.url + path) as response:
+                statuses.add(response.status)
+        for method in ("PURGE", "MKCOL", "LOCK", "PROPFIND", "COPY"):
+            async with session.request(method, orders.url + "/orders") as response:
+                statuses.add(response.status)
+    assert statuses == {404, 405}
+    # Per route resource and standard method (the 404s and 405s have no resource); per method and endpoint.
+    assert len(server.routes) <= 4, server.routes.keys()
+    assert len(client.endpoints) <= 2, client.endpoints.keys()
+
+
+START_UP = """
+import sys
+import shop.lean
+from aiohttp import web
+from shop.common.startup import prepare_process
+from shop.settings import TelemetrySettings, read_env
+shop.lean.VERIFIED_CONTRIB = sys.argv[1]
+prepare_process(read_env(TelemetrySettings("way-back"), {"TELEMETRY_INSTRUMENTATION": sys.argv[2]}))
+print(web.Application.__module__)
+"""
+
+
+def start_up(verified: str, instrumentation: str) -> tuple[str, list[dict[str, Any]]]:
+    """Which middleware a process installs (the module of the web.Application it leaves), and its log lines."""
+    completed = subprocess.run(
+        [sys.executable, "-c", START_UP, verified, instrumentation],
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+        env={
+            **subprocess_env(),
+            "PYTHONPATH": f"{ROOT / 'apps'}:{ROOT}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        },
+    )
+    *lines, module = completed.stdout.splitlines()
+    return module, [json.loads(line) for line in lines]
+
+
+@pytest.mark.processes
+def test_the_way_back_to_contrib() -> None:
+    from shop.lean import VERIFIED_CONTRIB
+
+    # As shipped: the lean path, without a word.
+    assert start_up(VERIFIED_CONTRIB, "lean") == ("shop.lean", [])
+    # The setting: contrib's instrumentation as it is.
+    assert start_up(VERIFIED_CONTRIB, "contrib") == ("opentelemetry.instrumentation.aiohttp_server", [])
+    # A contrib release the differential test did not verify: contrib's, and one warning that says why.
+    module, lines = start_up("0.99b0", "lean")
+    assert module == "opentelemetry.instrumentation.aiohttp_server"
+    assert [(line["level"], line["message"]) for line in lines] == [
+        ("WARNING", "the lean instrumentation path is off; contrib's instrumentation runs instead")
+    ]
+    assert "verified against 0.99b0 only" in lines[0]["reason"]

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,11 +112,12 @@ class BackgroundProcess:
         return [json.loads(line) for line in self.stdout_path.read_text().splitlines() if line.strip()]
 
 
-def start_service(module: str, port: int, workdir: Path, **env: str) -> BackgroundProcess:
-    """``python -m shop.<service>`` on ``port``, once its /healthz answers."""
+def start_service(module: str, port: int, workdir: Path, launcher: Sequence[str] = (), **env: str) -> BackgroundProcess:
+    """``python -m shop.<service>`` on ``port`` (behind ``launcher``, e.g. ``opentelemetry-instrument``), once
+    its /healthz answers."""
     return BackgroundProcess.start(
         module.rsplit(".", 1)[-1],
-        [sys.executable, "-m", module],
+        [*launcher, sys.executable, "-m", module],
         workdir,
         process_env(PORT=str(port), **env),
         f"http://127.0.0.1:{port}",
@@ -131,8 +132,9 @@ class Shop:
     """The three services as processes, each pointed at the next one's port; ``env`` for all of them, and
     ``per_service`` (module -> variables, set before starting) over it for some."""
 
-    def __init__(self, workdir: Path, **env: str) -> None:
+    def __init__(self, workdir: Path, launcher: Sequence[str] = (), **env: str) -> None:
         self.workdir = workdir
+        self.launcher = launcher
         self.env = {"ORDERS_DATABASE_URL": sqlite_url(workdir / "orders.sqlite3"), **env}
         self.per_service: dict[str, dict[str, str]] = {}
         self.ports = {module: free_port() for module in SERVICE_NAMES}
@@ -144,7 +146,7 @@ class Shop:
             "shop.gateway": {"ORDERS_URL": f"http://127.0.0.1:{self.ports['shop.orders']}"},
         }.get(module, {})
         env = {**self.env, **self.per_service.get(module, {}), **links}
-        service = start_service(module, self.ports[module], self.workdir, **env)
+        service = start_service(module, self.ports[module], self.workdir, self.launcher, **env)
         self.running[module] = service
         return service
 

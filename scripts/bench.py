@@ -7,6 +7,8 @@ span is sampled and exported, with metrics and logs, to the real Collector built
 whose Tempo and Loki exporters go to recording receivers; the span count is checked end to end.
 Each setup runs on each engine of the order store: SQLite, as `make run` has it, and PostgreSQL, as
 compose runs it (a private server from the machine's binaries, whose own CPU is counted apart).
+Beside ours, the stock setup a user would otherwise run: the same services instrumented zero-code by
+`opentelemetry-instrument` with the SDK's defaults, to the same Collector.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import aiohttp
@@ -39,12 +42,18 @@ from harness.database import order_count
 from harness.orders import order_body
 from harness.otlp_sink import OtlpSink
 from harness.postgres import PostgresServer, find_postgres_bin
-from harness.processes import Shop, http
+from harness.processes import SERVICE_NAMES, Shop, http
+from shop.telemetry import OTEL_ENV_DEFAULTS
 
 # otel-collector/config.yaml: the span_metrics connector's metrics_flush_interval is 5 s.
 SPAN_METRICS_FLUSH_S = 6.0
 SPANS_PER_ORDER = 9  # a paid order's trace: docs/telemetry.md
 ENGINES = ("sqlite", "postgresql")
+SERVICE_REQUESTS_PER_ORDER = 3  # gateway, order-service, payment-service: one server request each
+# The stock setup: opentelemetry-instrument (opentelemetry-distro) with only these instrumentations.
+OPENTELEMETRY_INSTRUMENT = Path(sys.executable).with_name("opentelemetry-instrument")
+STOCK_INSTRUMENTATIONS = {"aiohttp-server", "aiohttp-client", "logging"}
+SETUPS = ("telemetry off", "full telemetry", "sampled", "stock full", "stock sampled")
 DB_SYSTEM_NAME = "db.system.name"  # on each DB client span (docs/telemetry.md#the-database)
 WRK_SCRIPT = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -168,6 +177,37 @@ def bench_shop(workdir: Path, args: argparse.Namespace, env: dict[str, str]) -> 
     )
 
 
+def stock_env(ratio: float | None) -> dict[str, str]:
+    """The zero-code setup's whole environment, given up front: the distro reads it as the process starts,
+    before the services' own start-up could set a default. Our providers are off (TELEMETRY_INSTRUMENTATION);
+    the SDK's own batch delays and sampler (``ratio`` None: every trace); our semconv opt-in and excluded URLs."""
+    disabled = sorted(
+        point.name
+        for point in entry_points(group="opentelemetry_instrumentor")
+        if point.name not in STOCK_INSTRUMENTATIONS
+    )
+    sampler = {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+    if ratio is not None:
+        sampler = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(ratio)}
+    return {
+        "TELEMETRY_INSTRUMENTATION": "zero-code",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": ",".join(disabled),
+        "OTEL_SEMCONV_STABILITY_OPT_IN": OTEL_ENV_DEFAULTS["OTEL_SEMCONV_STABILITY_OPT_IN"],
+        "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS": OTEL_ENV_DEFAULTS["OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS"],
+        "OTEL_BSP_SCHEDULE_DELAY": "5000",
+        "OTEL_BLRP_SCHEDULE_DELAY": "1000",
+        **sampler,
+    }
+
+
+def keeps_some_traces(env: dict[str, str]) -> bool:
+    return "TRACES_SAMPLE_RATIO" in env or "OTEL_TRACES_SAMPLER_ARG" in env
+
+
 def db_span_share(spans: list[Span]) -> float:
     """How much of the gateway's time the database's client spans take, summed over every trace received."""
 
@@ -212,12 +252,17 @@ def measure(
     profile: bool = True,
     account: bool = False,
     database: PostgresServer | None = None,
+    stock: bool = False,
 ) -> Result:
     """One setup's figures; ``account`` also checks its spans end to end and its span metrics. ``extra_env``
-    may name the database; ``database`` is the PostgreSQL server it is on, whose CPU is then counted."""
+    may name the database; ``database`` is the PostgreSQL server it is on, whose CPU is then counted.
+    ``stock``: the services run under ``opentelemetry-instrument``, each named by OTEL_SERVICE_NAME."""
     print(f"==> {setup}: starting the services", file=sys.stderr, flush=True)
     with telemetry_backend(workdir / setup.replace(" ", "-"), telemetry) as (env, collector, tempo):
         shop = bench_shop(workdir / setup.replace(" ", "-") / "shop", args, {**env, **(extra_env or {})})
+        if stock:
+            shop.launcher = [str(OPENTELEMETRY_INSTRUMENT)]
+            shop.per_service = {module: {"OTEL_SERVICE_NAME": name} for module, name in SERVICE_NAMES.items()}
         try:
             shop.start_all()
             url = f"{shop.gateway}/api/order"
@@ -263,7 +308,7 @@ def measure(
             # Spans of kept traces only: every order's when all are kept; else every trace Tempo got one of.
             kept = (
                 len({span.trace_id for _, span in tempo.spans()})
-                if "TRACES_SAMPLE_RATIO" in (extra_env or {})
+                if keeps_some_traces(extra_env or {})
                 else result.orders
             )
             result.spans_expected = kept * SPANS_PER_ORDER
@@ -306,28 +351,44 @@ def median_of(results: list[Result]) -> Result:
     return Result(**merged)  # type: ignore[arg-type]
 
 
-def report(off: Result, on: Result, sampled: Result, rate: float, ratio: float) -> None:
-    setups = (off, on, sampled)
+def report(results: list[Result], rate: float, ratio: float) -> None:
+    """The five setups side by side (SETUPS' order), then the lines the targets are judged by."""
+    off, on, sampled, stock_on, stock_sampled = results
     rows = [
-        ("throughput (orders/s, closed loop)", [f"{r.throughput_rps:.0f}" for r in setups]),
-        ("  p50 / p99 under that load (ms)", [f"{r.closed_p50_ms:.1f} / {r.closed_p99_ms:.1f}" for r in setups]),
-        ("CPU s per 1,000 orders (3 services)", [f"{r.cpu_s_per_1000:.2f}" for r in setups]),
-        (f"p50 at {rate:g} orders/s (ms)", [f"{r.fixed_p50_ms:.2f}" for r in setups]),
-        (f"p95 at {rate:g} orders/s (ms)", [f"{r.fixed_p95_ms:.2f}" for r in setups]),
-        (f"p99 at {rate:g} orders/s (ms)", [f"{r.fixed_p99_ms:.2f}" for r in setups]),
-        ("failed orders", [str(r.errors) for r in setups]),
+        ("throughput (orders/s, closed loop)", [f"{r.throughput_rps:.0f}" for r in results]),
+        ("  p50 / p99 under that load (ms)", [f"{r.closed_p50_ms:.1f} / {r.closed_p99_ms:.1f}" for r in results]),
+        ("CPU s per 1,000 orders (3 services)", [f"{r.cpu_s_per_1000:.2f}" for r in results]),
+        (f"p50 at {rate:g} orders/s (ms)", [f"{r.fixed_p50_ms:.2f}" for r in results]),
+        (f"p95 at {rate:g} orders/s (ms)", [f"{r.fixed_p95_ms:.2f}" for r in results]),
+        (f"p99 at {rate:g} orders/s (ms)", [f"{r.fixed_p99_ms:.2f}" for r in results]),
+        ("failed orders", [str(r.errors) for r in results]),
     ]
     width = max(len(name) for name, _ in rows)
-    columns = ("telemetry off", "full telemetry", f"sampled p={ratio:.2f}")
+    columns = ("telemetry off", "full telemetry", f"sampled p={ratio:.2f}", "stock full", f"stock p={ratio:.2f}")
     print(f"{'':{width}}" + "".join(f"  {column:>15}" for column in columns))
     for name, values in rows:
         print(f"{name:{width}}" + "".join(f"  {value:>15}" for value in values))
     print()
+    ours_and_stock = [("full", on), ("sampled", sampled), ("stock full", stock_on), ("stock sampled", stock_sampled)]
+    print(
+        "CPU per order vs telemetry off: "
+        + ", ".join(f"{name} {r.cpu_s_per_1000 / off.cpu_s_per_1000:.2f}" for name, r in ours_and_stock)
+    )
+    print(
+        "telemetry CPU per service request: "
+        + ", ".join(f"{name} {per_service_request_us(r, off):+.0f} µs" for name, r in ours_and_stock)
+    )
     print(f"throughput full/off: {on.throughput_rps / off.throughput_rps:.2f} (target >= 0.50)")
     print(f"throughput sampled/off: {sampled.throughput_rps / off.throughput_rps:.2f} (p={ratio:.2f}, target >= 0.75)")
     print(
+        f"throughput stock full/off: {stock_on.throughput_rps / off.throughput_rps:.2f},"
+        f" stock sampled/off: {stock_sampled.throughput_rps / off.throughput_rps:.2f}"
+    )
+    print(
         f"p99 delta at {rate:g} orders/s: full {on.fixed_p99_ms - off.fixed_p99_ms:+.2f} ms,"
-        f" sampled {sampled.fixed_p99_ms - off.fixed_p99_ms:+.2f} ms (target sampled <= +2 ms)"
+        f" sampled {sampled.fixed_p99_ms - off.fixed_p99_ms:+.2f} ms (target sampled <= +2 ms),"
+        f" stock full {stock_on.fixed_p99_ms - off.fixed_p99_ms:+.2f} ms,"
+        f" stock sampled {stock_sampled.fixed_p99_ms - off.fixed_p99_ms:+.2f} ms"
     )
     orders, counted = sampled.orders, sampled.span_metric_calls or 0.0
     bound = 4 * math.sqrt(orders * (1 - ratio) / ratio) / orders
@@ -335,14 +396,26 @@ def report(off: Result, on: Result, sampled: Result, rate: float, ratio: float) 
         f"span metrics at p={ratio:.2f}: {counted:.0f} counted for {orders} orders"
         f" (error {counted / orders - 1:+.1%}, bound {bound:.1%})"
     )
-    # Both setups with telemetry, and spans of kept traces only (at full telemetry every trace is kept).
-    created = (on.spans_expected or 0) + (sampled.spans_expected or 0)
-    received = (on.spans_received or 0) + (sampled.spans_received or 0)
+    stock_counted = stock_sampled.span_metric_calls or 0.0
     print(
-        f"spans: created {created}, Collector accepted {(on.spans_accepted or 0) + (sampled.spans_accepted or 0):.0f},"
-        f" exported {(on.spans_exported or 0) + (sampled.spans_exported or 0):.0f}, Tempo stand-in received {received}"
-        f" -> lost {created - received}"
+        f"span metrics, stock at p={ratio:.2f}: {stock_counted:.0f} counted for {stock_sampled.orders} orders"
+        f" (reported, not judged: stock sampling writes no threshold, so each kept span counts once)"
     )
+    # Spans of kept traces only (at full telemetry every trace is kept); ours and the stock setup apart.
+    for name, pair in (("spans", (on, sampled)), ("spans, stock", (stock_on, stock_sampled))):
+        created = sum(r.spans_expected or 0 for r in pair)
+        received = sum(r.spans_received or 0 for r in pair)
+        print(
+            f"{name}: created {created}, Collector accepted {sum(r.spans_accepted or 0 for r in pair):.0f},"
+            f" exported {sum(r.spans_exported or 0 for r in pair):.0f}, Tempo stand-in received {received}"
+            f" -> lost {created - received}"
+        )
+
+
+def per_service_request_us(result: Result, off: Result) -> float:
+    """What telemetry adds to each service request: the CPU per order above telemetry off's, over the three
+    services' requests of an order."""
+    return (result.cpu_s_per_1000 - off.cpu_s_per_1000) / 1000 / SERVICE_REQUESTS_PER_ORDER * 1e6
 
 
 # Where full telemetry's cost goes: each setup switches one part off.
@@ -362,7 +435,7 @@ def compare_engines(args: argparse.Namespace, workdir: Path) -> list[Result]:
     """Off, full and sampled on each engine, interleaved in every round; the report of each, then the engines
     side by side."""
     databases = Databases(workdir, args.engines)
-    rounds: dict[str, list[tuple[Result, Result, Result]]] = {engine: [] for engine in args.engines}
+    rounds: dict[str, list[list[Result]]] = {engine: [] for engine in args.engines}
     try:
         for round_number in range(1, args.repeat + 1):
             if args.repeat > 1:
@@ -377,9 +450,9 @@ def compare_engines(args: argparse.Namespace, workdir: Path) -> list[Result]:
         databases.close()
     medians: dict[str, list[Result]] = {}
     for engine, engine_rounds in rounds.items():
-        off, on, sampled = medians[engine] = [median_of([r[column] for r in engine_rounds]) for column in range(3)]
+        medians[engine] = [median_of([r[column] for r in engine_rounds]) for column in range(len(SETUPS))]
         print(f"== {engine}")
-        report(off, on, sampled, args.rate, args.sample_ratio)
+        report(medians[engine], args.rate, args.sample_ratio)
         if args.repeat > 1:
             report_rounds(engine_rounds, args.repeat)
         print()
@@ -389,25 +462,33 @@ def compare_engines(args: argparse.Namespace, workdir: Path) -> list[Result]:
 
 def engine_round(
     engine: str, args: argparse.Namespace, round_dir: Path, databases: Databases, profile: bool
-) -> tuple[Result, Result, Result]:
-    """Telemetry off, full and sampled on one engine, each on a database of its own."""
+) -> list[Result]:
+    """Each of SETUPS on one engine, each on a database of its own."""
     server = databases.server if engine == "postgresql" else None
+    ratio = args.sample_ratio
 
     def setup(name: str, telemetry: bool, env: dict[str, str], **options: bool) -> Result:
         extra_env = {**env, **databases.env(engine)}
         return measure(f"{engine} {name}", telemetry, args, round_dir, extra_env, database=server, **options)
 
-    off = setup("telemetry off", False, {})
-    on = setup("full telemetry", True, {}, profile=profile, account=True)
-    sampled = setup("sampled", True, {"TRACES_SAMPLE_RATIO": str(args.sample_ratio)}, profile=False, account=True)
-    return off, on, sampled
+    return [
+        setup("telemetry off", False, {}),
+        setup("full telemetry", True, {}, profile=profile, account=True),
+        setup("sampled", True, {"TRACES_SAMPLE_RATIO": str(ratio)}, profile=False, account=True),
+        setup("stock full", True, stock_env(None), profile=False, account=True, stock=True),
+        setup("stock sampled", True, stock_env(ratio), profile=False, account=True, stock=True),
+    ]
 
 
-def report_rounds(rounds: list[tuple[Result, Result, Result]], repeat: int) -> None:
-    full = ", ".join(f"{on.throughput_rps / off.throughput_rps:.2f}" for off, on, _ in rounds)
-    kept = ", ".join(f"{s.throughput_rps / off.throughput_rps:.2f}" for off, _, s in rounds)
+def report_rounds(rounds: list[list[Result]], repeat: int) -> None:
+    """Each round's figures, for the setups' spread: CPU per order against off's, throughput, p99."""
+    for index, name in enumerate(SETUPS[1:], start=1):
+        ratios = ", ".join(f"{r[index].cpu_s_per_1000 / r[0].cpu_s_per_1000:.2f}" for r in rounds)
+        print(f"  {name}: CPU per order vs off per round: {ratios}")
+    full = ", ".join(f"{r[1].throughput_rps / r[0].throughput_rps:.2f}" for r in rounds)
+    kept = ", ".join(f"{r[2].throughput_rps / r[0].throughput_rps:.2f}" for r in rounds)
     deltas = ", ".join(
-        f"{on.fixed_p99_ms - off.fixed_p99_ms:+.2f}/{s.fixed_p99_ms - off.fixed_p99_ms:+.2f}" for off, on, s in rounds
+        f"{r[1].fixed_p99_ms - r[0].fixed_p99_ms:+.2f}/{r[2].fixed_p99_ms - r[0].fixed_p99_ms:+.2f}" for r in rounds
     )
     print(f"(medians of {repeat} rounds; throughput full/off per round: {full}; sampled/off: {kept};")
     print(f" p99 delta full/sampled per round: {deltas} ms; counts summed over the rounds)")
@@ -418,7 +499,9 @@ def report_engines(medians: dict[str, list[Result]], ratio: float) -> None:
     columns = [
         (f"{engine} {name}", result)
         for engine, results in medians.items()
-        for name, result in zip(("off", "full", f"p={ratio:.2f}"), results, strict=True)
+        for name, result in zip(
+            ("off", "full", f"p={ratio:.2f}", "stock", f"stock p={ratio:.2f}"), results, strict=True
+        )
     ]
     rows = [
         ("orders/s (closed loop)", [f"{r.throughput_rps:.0f}" for _, r in columns]),
@@ -446,32 +529,54 @@ def report_breakdown(results: list[Result], rate: float) -> None:
 
 
 def compare_trees(args: argparse.Namespace, workdir: Path) -> None:
-    """Telemetry off for each named apps/ tree, interleaved in every round, so that one run compares code."""
+    """Telemetry off and sampled for each named apps/ tree, interleaved in every round, so that one run compares
+    code: a change to the telemetry path against the tree before it."""
     trees: dict[str, Path] = dict(args.apps)
-    rounds: dict[str, list[Result]] = {name: [] for name in trees}
+    modes = {"off": (False, {}), "sampled": (True, {"TRACES_SAMPLE_RATIO": str(args.sample_ratio)})}
+    rounds: dict[tuple[str, str], list[Result]] = {(name, mode): [] for name in trees for mode in modes}
     for round_number in range(1, args.repeat + 1):
         if args.repeat > 1:
             print(f"==> round {round_number} of {args.repeat}", file=sys.stderr, flush=True)
         for name, tree in trees.items():
-            setup = f"telemetry off {name}"
-            rounds[name].append(
-                measure(setup, False, args, workdir / f"round-{round_number}", {"PYTHONPATH": str(tree)})
-            )
-    medians = {name: median_of(results) for name, results in rounds.items()}
-    first = medians[next(iter(trees))]
+            for mode, (telemetry, env) in modes.items():
+                rounds[name, mode].append(
+                    measure(
+                        f"{mode} {name}",
+                        telemetry,
+                        args,
+                        workdir / f"round-{round_number}",
+                        {**env, "PYTHONPATH": str(tree)},
+                        profile=False,
+                    )
+                )
+    medians = {key: median_of(results) for key, results in rounds.items()}
+    first = next(iter(trees))
     width = max(len(name) for name in trees)
-    print(f"Telemetry off, medians of {args.repeat} round(s); ratios against {next(iter(trees))}:")
     p99 = f"p99 at {args.rate:g}/s"
-    print(f"{'':{width}}  {'orders/s':>9}  {'ratio':>6}  {'CPU s/1000':>10}  {p99:>13}  {'failed':>6}")
-    for name, r in medians.items():
-        ratio = r.throughput_rps / first.throughput_rps
+    print(f"Medians of {args.repeat} round(s); ratios against {first}; sampled at p={args.sample_ratio:.2f}:")
+    print(
+        f"{'':{width}}  {'mode':>7}  {'orders/s':>9}  {'ratio':>6}  {'CPU s/1000':>10}  {'ratio':>6}"
+        f"  {p99:>13}  {'failed':>6}"
+    )
+    for (name, mode), r in medians.items():
+        base = medians[first, mode]
         print(
-            f"{name:{width}}  {r.throughput_rps:9.0f}  {ratio:6.3f}  {r.cpu_s_per_1000:10.2f}"
+            f"{name:{width}}  {mode:>7}  {r.throughput_rps:9.0f}  {r.throughput_rps / base.throughput_rps:6.3f}"
+            f"  {r.cpu_s_per_1000:10.2f}  {r.cpu_s_per_1000 / base.cpu_s_per_1000:6.3f}"
             f"  {r.fixed_p99_ms:10.2f} ms  {r.errors:6d}"
         )
-    if args.repeat > 1:
-        for name, results in rounds.items():
-            print(f"{name}: orders/s per round: {', '.join(f'{r.throughput_rps:.0f}' for r in results)}")
+    for name in trees:
+        off, sampled = medians[name, "off"], medians[name, "sampled"]
+        print(f"{name}: sampled CPU per order vs its own off: {sampled.cpu_s_per_1000 / off.cpu_s_per_1000:.2f}")
+    for name in list(trees)[1:]:
+        per_round = [
+            ours.cpu_s_per_1000 / theirs.cpu_s_per_1000
+            for ours, theirs in zip(rounds[name, "sampled"], rounds[first, "sampled"], strict=True)
+        ]
+        print(
+            f"{name}/{first} sampled CPU per 1,000 orders per round: {', '.join(f'{x:.3f}' for x in per_round)}"
+            f" (median {statistics.median(per_round):.3f})"
+        )
 
 
 def latency_row(name: str, latencies: list[float], errors: int, normal_p99: float | None) -> str:
@@ -548,7 +653,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50, help="fixed rate, orders/s (default 50)")
     parser.add_argument("--breakdown", action="store_true", help="instead: setups that switch one part off each")
     parser.add_argument(
-        "--repeat", type=positive_int, default=1, help="rounds of off and full, reported as medians (default 1)"
+        "--repeat", type=positive_int, default=1, help="rounds of every setup, reported as medians (default 1)"
     )
     parser.add_argument("--warmup", type=int, default=200, help="orders before measuring (default 200)")
     parser.add_argument(
@@ -566,7 +671,7 @@ def main() -> int:
         action="append",
         default=[],
         metavar="NAME=DIR",
-        help="instead: telemetry off for each of these apps/ trees, interleaved in every round (repeatable)",
+        help="instead: telemetry off and sampled for each of these apps/ trees, interleaved in rounds (repeatable)",
     )
     parser.add_argument(
         "--sample-ratio",

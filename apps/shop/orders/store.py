@@ -10,6 +10,7 @@ reaches, one charge request at a time leaves order-service.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -160,6 +161,13 @@ class Order:
         }
 
 
+@functools.cache
+def query_text(statement: str) -> str:
+    """The statement on one line, once per statement (they are this module's constants, so the cache is
+    bounded). Parameterised: the text never holds values, so no customer data reaches the span."""
+    return " ".join(statement.split())
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -215,17 +223,19 @@ class OrderStore:
         with tracer.start_as_current_span(
             f"{operation} {TABLE}",
             kind=SpanKind.CLIENT,
-            attributes={
-                **self._span_attributes,
-                DB_OPERATION_NAME: operation,
-                # Parameterised: the text never holds values, so no customer data reaches the span.
-                DB_QUERY_TEXT: " ".join(statement.split()),
-                **(fault or {}),
-            },
             # Set below, with the kind of failure rather than the message (which may quote a value).
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
+            if span.is_recording():  # in a trace that is dropped, nothing to build
+                span.set_attributes(
+                    {
+                        **self._span_attributes,
+                        DB_OPERATION_NAME: operation,
+                        DB_QUERY_TEXT: query_text(statement),
+                        **(fault or {}),
+                    }
+                )
             try:
                 return await self._engine.fetch(statement, params)
             except (UniqueViolation, DatabaseUnavailable) as exc:

@@ -20,7 +20,7 @@ PROMETHEUS_MODULE := github.com/prometheus/prometheus@$(shell echo $(PROMETHEUS_
 PROMETHEUS_DIR := build/prometheus-$(PROMETHEUS_RELEASE)
 PROMETHEUS := $(PROMETHEUS_DIR)/prometheus
 
-.PHONY: venv run test test-fast check format lock clean collector prometheus prometheus-from-debian dashboards smoke bench bench-collector bench-db-clients load demo k8s-charts k8s-rules
+.PHONY: venv run test test-fast check format lock clean collector prometheus prometheus-from-debian dashboards smoke bench bench-collector bench-db-clients bench-parts load demo k8s-charts k8s-rules
 
 venv: $(STAMP)
 
@@ -105,6 +105,10 @@ bench: $(STAMP) $(COLLECTOR)
 ## bench-db-clients: asyncpg with our spans vs contrib's asyncpg and SQLAlchemy instrumentations (BENCH_DB_CLIENTS_ARGS=--repeat 3)
 bench-db-clients: $(STAMP)
 	$(BIN)/python scripts/bench_db_clients.py $(BENCH_DB_CLIENTS_ARGS)
+
+## bench-parts: µs per call of each part of the per-request telemetry path, contrib's and the lean one (BENCH_PARTS_ARGS=--repeat 5)
+bench-parts: $(STAMP)
+	$(BIN)/python scripts/bench_parts.py $(BENCH_PARTS_ARGS)
 
 ## bench-collector: spans/s one Collector core takes, one Collector vs two tiers (BENCH_COLLECTOR_ARGS=--repeat 3)
 bench-collector: $(STAMP) $(COLLECTOR)

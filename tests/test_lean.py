@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from shop.lean import LeanClientInstrumentor, LeanServerInstrumentor
 from shop.orders.app import create_app as create_orders
 from shop.sampling import ShopSampler
 from shop.settings import OrdersSettings
+from shop.telemetry import json_log_formatter
 
 ROOT = Path(__file__).resolve().parent.parent
 # Order and payment IDs (UUIDs, with or without dashes), trace and span IDs (as traceresponse writes them).
@@ -37,14 +41,16 @@ Output = dict[str, Any]
 def emitted(mode: str, scenario: str, tmp_path: Path) -> Output:
     """One side's spans, metrics and log records (tests/lean_diff.py in a process of its own)."""
     output = tmp_path / f"{mode}-{scenario}.json"
-    subprocess.run(
+    completed = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "lean_diff.py"), mode, scenario, str(output)],
         check=True,
         timeout=120,
         capture_output=True,
+        text=True,
         env={**subprocess_env(), "PYTHONPATH": f"{ROOT / 'apps'}:{ROOT}"},
     )
-    return dict(json.loads(output.read_text()))
+    # And the JSON lines the services wrote on stdout.
+    return {**json.loads(output.read_text()), "lines": [json.loads(line) for line in completed.stdout.splitlines()]}
 
 
 def subprocess_env() -> dict[str, str]:
@@ -90,6 +96,7 @@ def normalised(output: Output) -> dict[str, list[str]]:
         "spans": sorted(json.dumps(span, sort_keys=True) for span in canonical_spans),
         "metrics": sorted(json.dumps(clean(point), sort_keys=True) for point in output["metrics"]),
         "logs": sorted(json.dumps(record, sort_keys=True) for record in canonical_logs),
+        "lines": sorted(json.dumps(clean({**line, "timestamp": "<time>"})) for line in output["lines"]),
     }
 
 
@@ -268,3 +275,25 @@ def test_the_way_back_to_contrib() -> None:
         ("WARNING", "the lean instrumentation path is off; contrib's instrumentation runs instead")
     ]
     assert "verified against 0.99b0 only" in lines[0]["reason"]
+
+
+def log_records() -> Iterator[logging.LogRecord]:
+    """Records of every shape the services log: extras of several types, a dict message, an exception."""
+    yield logging.LogRecord("shop.orders", logging.INFO, __file__, 1, "order paid", None, None)
+    record = logging.LogRecord("shop.gateway", logging.WARNING, __file__, 2, "café %s", ("naïve",), None)
+    record.__dict__.update(
+        {"order.total": Decimal("25.10"), "at": datetime(2026, 1, 2, tzinfo=UTC), "n": [1, {"k": None}]}
+    )
+    yield record
+    yield logging.LogRecord("shop.payments", logging.INFO, __file__, 3, {"event": "dict", "value": 1.5}, None, None)
+    try:
+        raise ValueError("broken")
+    except ValueError:
+        yield logging.LogRecord("shop.orders", logging.ERROR, __file__, 4, "failed", None, sys.exc_info())
+
+
+@pytest.mark.unit
+def test_the_lean_formatter_writes_the_same_lines() -> None:
+    for record in log_records():
+        stock, lean = (json_log_formatter("order-service", lean).format(record) for lean in (False, True))
+        assert lean == stock

@@ -530,14 +530,16 @@ def report_breakdown(results: list[Result], rate: float) -> None:
 
 def compare_trees(args: argparse.Namespace, workdir: Path) -> None:
     """Telemetry off and sampled for each named apps/ tree, interleaved in every round, so that one run compares
-    code: a change to the telemetry path against the tree before it."""
+    code: a change to the telemetry path against the tree before it. Every other round takes the trees in
+    reverse order, so that the machine's drift within a round favours none of them."""
     trees: dict[str, Path] = dict(args.apps)
     modes = {"off": (False, {}), "sampled": (True, {"TRACES_SAMPLE_RATIO": str(args.sample_ratio)})}
     rounds: dict[tuple[str, str], list[Result]] = {(name, mode): [] for name in trees for mode in modes}
     for round_number in range(1, args.repeat + 1):
         if args.repeat > 1:
             print(f"==> round {round_number} of {args.repeat}", file=sys.stderr, flush=True)
-        for name, tree in trees.items():
+        order = list(trees.items())
+        for name, tree in order if round_number % 2 else reversed(order):
             for mode, (telemetry, env) in modes.items():
                 rounds[name, mode].append(
                     measure(

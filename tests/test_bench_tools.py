@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections import defaultdict
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,16 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 import bench_collector
 import profiles
-from bench import Result, db_span_share, engine_list, environment_setting, median_of, wrk_duration_ms
+from bench import (
+    Result,
+    db_span_share,
+    engine_list,
+    environment_setting,
+    median_of,
+    per_service_request_us,
+    stock_env,
+    wrk_duration_ms,
+)
 from harness.otlp_sink import resource_attributes
 
 pytestmark = pytest.mark.unit
@@ -109,3 +120,22 @@ def test_engines_are_a_list_of_known_names_without_repeats() -> None:
     assert engine_list("postgresql,sqlite,postgresql") == ("postgresql", "sqlite")
     with pytest.raises(argparse.ArgumentTypeError):
         engine_list("mysql")
+
+
+def test_the_stock_setup_is_the_three_instrumentations_and_the_sdk_defaults() -> None:
+    installed = {point.name for point in entry_points(group="opentelemetry_instrumentor")}
+    for ratio, sampler in ((None, "parentbased_always_on"), (0.1, "parentbased_traceidratio")):
+        env = stock_env(ratio)
+        disabled = set(env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"].split(","))
+        assert installed - disabled == {"aiohttp-server", "aiohttp-client", "logging"}
+        assert env["OTEL_TRACES_SAMPLER"] == sampler
+        assert env.get("OTEL_TRACES_SAMPLER_ARG") == (None if ratio is None else "0.1")
+        assert (env["OTEL_BSP_SCHEDULE_DELAY"], env["OTEL_EXPORTER_OTLP_PROTOCOL"]) == ("5000", "http/protobuf")
+        assert env["TELEMETRY_INSTRUMENTATION"] == "zero-code"  # our own providers off
+
+
+def test_telemetry_cpu_per_service_request() -> None:
+    off = Result("off", 1000, 1, 2, 0.90, 1, 2, 3, 0, 1000)
+    sampled = dataclasses.replace(off, setup="sampled", cpu_s_per_1000=1.50)
+    # 0.60 CPU s per 1,000 orders over three service requests an order: 200 µs each.
+    assert per_service_request_us(sampled, off) == pytest.approx(200)

@@ -25,7 +25,11 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.sampling import SamplingResult
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
+from bench import OPENTELEMETRY_INSTRUMENT, SPANS_PER_ORDER, stock_env
 from conftest import Served, ServeFn
+from harness.orders import order_body
+from harness.otlp_sink import OtlpSink
+from harness.processes import SERVICE_NAMES, Shop, http
 from shop.lean import LeanClientInstrumentor, LeanServerInstrumentor
 from shop.orders.app import create_app as create_orders
 from shop.sampling import ShopSampler
@@ -217,8 +221,8 @@ async def test_the_caches_stay_bounded_over_many_order_ids_and_paths(serve: Serv
     server, client = LeanServerInstrumentor().server, LeanClientInstrumentor().client
     statuses = set()
     async with aiohttp.ClientSession() as session:  # instrumented: the lean client's cache is exercised too
-        for n in range(10_000):
-            path = f"/orders/{uuid.uuid4()}" if n % 10 else f"/{uuid.uuid4().hex}/{n}"
+        for n in range(11_000):  # 10,000 order IDs, then 1,000 paths no route matches
+            path = f"/orders/{uuid.uuid4().hex}" if n < 10_000 else f"/{uuid.uuid4().hex}/{n}"
             async with session.get(orders.url + path) as response:
                 statuses.add(response.status)
         for method in ("PURGE", "MKCOL", "LOCK", "PROPFIND", "COPY"):
@@ -297,3 +301,31 @@ def test_the_lean_formatter_writes_the_same_lines() -> None:
     for record in log_records():
         stock, lean = (json_log_formatter("order-service", lean).format(record) for lean in (False, True))
         assert lean == stock
+
+
+@pytest.mark.processes
+def test_the_stock_setup_is_opentelemetry_instrument_alone(tmp_path: Path) -> None:
+    """make bench's stock columns: the services under `opentelemetry-instrument` with our providers off."""
+    with OtlpSink() as sink:
+        shop = Shop(
+            tmp_path, [str(OPENTELEMETRY_INSTRUMENT)], OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint, **stock_env(None)
+        )
+        shop.per_service = {module: {"OTEL_SERVICE_NAME": name} for module, name in SERVICE_NAMES.items()}
+        try:
+            shop.start_all()
+            status, _, _ = http("POST", f"{shop.gateway}/api/order", order_body())
+        finally:
+            shop.stop_all()  # the distro's providers flush at exit
+            shop.kill_all()
+        assert status == 201
+        spans = sink.spans()
+        log_records = sink.log_records()
+    assert {resource["service.name"] for resource, _ in spans} == set(SERVICE_NAMES.values())
+    assert len(spans) == SPANS_PER_ORDER
+    assert len({span.trace_id for _, span in spans}) == 1
+    assert {span.trace_state for _, span in spans} == {""}  # the SDK's own sampler: no OTEP 235 entry
+    # Log records exported by the logging instrumentation's handler on the root logger, from all three.
+    assert {resource["service.name"] for resource, _ in log_records} == set(SERVICE_NAMES.values())
+    assert "order answered" in {record.body.string_value for _, record in log_records}
+    # Our JSON lines on stdout stay.
+    assert all(any(line.get("message") for line in service.log_lines()) for service in shop.running.values())

@@ -19,8 +19,8 @@ Only the stable HTTP conventions (``OTEL_SEMCONV_STABILITY_OPT_IN=http``, which 
 contrib release that tests/test_lean.py compares against take this path: ``lean_path_problem`` says why
 any other setup falls back to contrib's own instrumentation.
 
-Caches are keyed by route resource and method (server) and by method, scheme, host and port (client),
-never by URL or order ID, and are bounded; a method outside the standard ones is never cached.
+Caches are keyed by route resource (its canonical path) and method (server) and by method, scheme, host and
+port (client), never by URL or order ID, and are bounded; a method outside the standard ones is never cached.
 """
 
 from __future__ import annotations
@@ -196,14 +196,16 @@ class LeanServer:
             OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST,
             OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE,
         )
-        # (route resource or None, method) -> ServerRoute; bounded by the app's routes x STANDARD_METHODS.
-        self.routes: dict[tuple[object, str], ServerRoute] = {}
+        # (the route resource's canonical path, "" without one; method) -> ServerRoute: all it depends on.
+        # Bounded by the route templates x STANDARD_METHODS, and it holds no app's objects alive.
+        self.routes: dict[tuple[str, str], ServerRoute] = {}
 
     def route(self, request: web.Request) -> ServerRoute:
         method = request.method
         if method not in STANDARD_METHODS:
             return ServerRoute.of(request)
-        key = (getattr(request.match_info.route, "resource", None), method)
+        resource = getattr(request.match_info.route, "resource", None)
+        key = (getattr(resource, "canonical", ""), method)
         cached = self.routes.get(key)
         if cached is None:
             cached = self.routes[key] = ServerRoute.of(request)

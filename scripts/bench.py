@@ -205,6 +205,7 @@ def stock_env(ratio: float | None) -> dict[str, str]:
 
 
 def keeps_some_traces(env: dict[str, str]) -> bool:
+    """A sampled setup, ours or stock: its spans are counted for the traces Tempo received, not every order's."""
     return "TRACES_SAMPLE_RATIO" in env or "OTEL_TRACES_SAMPLER_ARG" in env
 
 

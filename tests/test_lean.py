@@ -1,5 +1,6 @@
 """The lean instrumentation path (shop.lean) emits what contrib's emits: the differential test, the proof that its
-comparison can fail, the sampler's fast path against the composite sampler, bounded caches, and the way back."""
+comparison can fail, the sampler's fast path against the composite sampler, the formatter, bounded caches, the
+way back; and the stock zero-code setup that make bench measures beside ours."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Trace
 
 from bench import OPENTELEMETRY_INSTRUMENT, SPANS_PER_ORDER, stock_env
 from conftest import Served, ServeFn
+from harness import ROOT
 from harness.orders import order_body
 from harness.otlp_sink import OtlpSink
 from harness.processes import SERVICE_NAMES, Shop, http
@@ -36,7 +38,6 @@ from shop.sampling import ShopSampler
 from shop.settings import OrdersSettings
 from shop.telemetry import json_log_formatter
 
-ROOT = Path(__file__).resolve().parent.parent
 # Order and payment IDs (UUIDs, with or without dashes), trace and span IDs (as traceresponse writes them).
 RANDOM_ID = re.compile(r"\b([0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}|[0-9a-f]{16})\b")
 Output = dict[str, Any]

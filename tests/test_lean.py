@@ -52,15 +52,17 @@ def emitted(mode: str, scenario: str, tmp_path: Path) -> Output:
         timeout=120,
         capture_output=True,
         text=True,
-        env={**subprocess_env(), "PYTHONPATH": f"{ROOT / 'apps'}:{ROOT}"},
+        env=subprocess_env(),
     )
     # And the JSON lines the services wrote on stdout.
     return {**json.loads(output.read_text()), "lines": [json.loads(line) for line in completed.stdout.splitlines()]}
 
 
 def subprocess_env() -> dict[str, str]:
-    """This environment without the OTEL_* variables a test may have set: each side sets its own."""
-    return {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    """This environment without the OTEL_* variables a test may have set (each process sets its own), and with
+    the services and the harness importable."""
+    kept = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    return {**kept, "PYTHONPATH": f"{ROOT / 'apps'}:{ROOT}"}
 
 
 def normalised(output: Output) -> dict[str, list[str]]:
@@ -259,11 +261,7 @@ def start_up(verified: str, instrumentation: str) -> tuple[str, list[dict[str, A
         timeout=60,
         capture_output=True,
         text=True,
-        env={
-            **subprocess_env(),
-            "PYTHONPATH": f"{ROOT / 'apps'}:{ROOT}",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
-        },
+        env={**subprocess_env(), "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"},
     )
     *lines, module = completed.stdout.splitlines()
     return module, [json.loads(line) for line in lines]

@@ -46,6 +46,7 @@ from opentelemetry.instrumentation._semconv import (
     _get_schema_url,
     _OpenTelemetrySemanticConventionStability,
     _OpenTelemetryStabilitySignalType,
+    _set_http_method,
     _StabilityMode,
 )
 from opentelemetry.instrumentation.aiohttp_client.version import __version__ as CLIENT_RELEASE
@@ -56,7 +57,6 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import (
     HTTP_REQUEST_METHOD,
-    HTTP_REQUEST_METHOD_ORIGINAL,
     HTTP_ROUTE,
 )
 from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
@@ -72,7 +72,6 @@ from opentelemetry.util.http import (
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST,
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE,
     SanitizeValue,
-    get_custom_header_attributes,
     get_custom_headers,
     get_excluded_urls,
     normalise_request_header_name,
@@ -112,26 +111,20 @@ def semconv_mode() -> _StabilityMode:
     )
 
 
-@dataclass(frozen=True)
 class HeaderCapture:
-    """The OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_* lists, read once (contrib reads them per request)."""
+    """The OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_* lists and the sanitizer, read and built once (contrib
+    reads them, and compiles the sanitizer, per request)."""
 
-    request: list[str]
-    response: list[str]
-    sanitized: list[str]
-
-    @classmethod
-    def from_environment(cls, request_variable: str, response_variable: str) -> HeaderCapture:
-        return cls(
-            get_custom_headers(request_variable),
-            get_custom_headers(response_variable),
-            get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS),
-        )
+    def __init__(self, request_variable: str, response_variable: str) -> None:
+        self.request = get_custom_headers(request_variable)
+        self.response = get_custom_headers(response_variable)
+        self._sanitizer = SanitizeValue(get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS))
 
     def attributes(self, headers: Any, captured: list[str], normalise: Callable[[str], str]) -> dict[str, list[str]]:
+        """contrib's captured-header attributes (server and client alike), nothing when no header is captured."""
         if not captured:
             return {}
-        return SanitizeValue(self.sanitized).sanitize_header_values(headers, captured, normalise)
+        return self._sanitizer.sanitize_header_values(headers, captured, normalise)
 
 
 class ActiveRequests:
@@ -192,7 +185,7 @@ class LeanServer:
         )
         self.active = ActiveRequests(meter)
         self.excluded = get_excluded_urls("AIOHTTP_SERVER")
-        self.headers = HeaderCapture.from_environment(
+        self.headers = HeaderCapture(
             OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST,
             OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE,
         )
@@ -303,7 +296,7 @@ class LeanServerInstrumentor(contrib_server.AioHttpServerInstrumentor):
 
 
 def every_value(headers: Any) -> dict[str, list[str]]:
-    """A multidict as contrib's client hands it to ``get_custom_header_attributes``."""
+    """A multidict as contrib's client hands it to the sanitizer: each name with all its values."""
     return {key: headers.getall(key) for key in headers}
 
 
@@ -318,11 +311,7 @@ class ClientEndpoint:
     @classmethod
     def of(cls, method: str, request_url: str) -> ClientEndpoint:
         method_attributes: Attributes = {}
-        original, normalized = method.strip(), sanitize_method(method).strip()
-        if original != normalized and original:
-            method_attributes[HTTP_REQUEST_METHOD_ORIGINAL] = original
-        if normalized:
-            method_attributes[HTTP_REQUEST_METHOD] = normalized
+        _set_http_method(method_attributes, method, sanitize_method(method), _StabilityMode.HTTP)
         address: Attributes = {}
         try:
             parsed = urlparse(request_url)
@@ -350,7 +339,7 @@ class LeanClient:
             explicit_bucket_boundaries_advisory=HTTP_DURATION_HISTOGRAM_BUCKETS_NEW,
         )
         self.excluded = get_excluded_urls("AIOHTTP_CLIENT")
-        self.headers = HeaderCapture.from_environment(
+        self.headers = HeaderCapture(
             OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST,
             OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE,
         )
@@ -383,13 +372,10 @@ class LeanClient:
         span = ctx.span = self.tracer.start_span(endpoint.span_name, kind=SpanKind.CLIENT)
         if span.is_recording():
             span.set_attributes({**endpoint.method_attributes, URL_FULL: request_url, **endpoint.address_attributes})
-            if self.headers.request:
+            if self.headers.request:  # else no header dict to build
                 span.set_attributes(
-                    get_custom_header_attributes(
-                        every_value(params.headers),
-                        self.headers.request,
-                        self.headers.sanitized,
-                        normalise_request_header_name,
+                    self.headers.attributes(
+                        every_value(params.headers), self.headers.request, normalise_request_header_name
                     )
                 )
         ctx.token = context_api.attach(trace.set_span_in_context(span))
@@ -405,11 +391,8 @@ class LeanClient:
         )
         if self.headers.response and ctx.span.is_recording():
             ctx.span.set_attributes(
-                get_custom_header_attributes(
-                    every_value(params.response.headers),
-                    self.headers.response,
-                    self.headers.sanitized,
-                    normalise_response_header_name,
+                self.headers.attributes(
+                    every_value(params.response.headers), self.headers.response, normalise_response_header_name
                 )
             )
         self.end(ctx)

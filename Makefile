@@ -8,6 +8,11 @@ STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt apps/requirements.t
 export PYTHONPATH := $(CURDIR)/apps:$(CURDIR)
 
 GO ?= go
+NPM ?= npm
+HAVE_NPM := $(shell command -v $(NPM) 2>/dev/null)
+# The shop page's tracing bundle (apps/web, docs/browser.md): built from the pinned package-lock.json.
+WEB := apps/web
+WEB_BUNDLE := $(WEB)/dist/tracing.js
 HAVE_GO := $(shell command -v $(GO) 2>/dev/null)
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 COLLECTOR_RELEASE := $(shell sed -n 's/^  version: *//p' otel-collector/builder-config.yaml)
@@ -20,7 +25,7 @@ PROMETHEUS_MODULE := github.com/prometheus/prometheus@$(shell echo $(PROMETHEUS_
 PROMETHEUS_DIR := build/prometheus-$(PROMETHEUS_RELEASE)
 PROMETHEUS := $(PROMETHEUS_DIR)/prometheus
 
-.PHONY: venv run test test-fast check format lock clean collector prometheus prometheus-from-debian dashboards smoke bench bench-collector bench-db-clients bench-parts load demo k8s-charts k8s-rules
+.PHONY: venv run web screenshot test test-fast check format lock clean collector prometheus prometheus-from-debian dashboards smoke bench bench-collector bench-db-clients bench-parts load demo k8s-charts k8s-rules
 
 venv: $(STAMP)
 
@@ -30,17 +35,31 @@ $(STAMP): requirements-dev.txt apps/requirements.txt
 	@$(BIN)/pip install --disable-pip-version-check --quiet --requirement requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
-## run: the three services in the foreground (Ctrl-C stops all three)
-run: $(STAMP)
+## run: the three services in the foreground (Ctrl-C stops all three); the shop page at http://localhost:8000
+run: $(STAMP) $(if $(HAVE_NPM),$(WEB_BUNDLE))
 	$(BIN)/python -m shop.devrun
 
-## test: the whole test suite, every tier (builds the Collector and Prometheus first where Go is installed)
-test: $(STAMP) $(if $(HAVE_GO),$(COLLECTOR) $(PROMETHEUS))
+## test: the whole test suite, every tier (builds the Collector and Prometheus first where Go is installed,
+## and the page's tracing bundle where npm is)
+test: $(STAMP) $(if $(HAVE_GO),$(COLLECTOR) $(PROMETHEUS)) $(if $(HAVE_NPM),$(WEB_BUNDLE))
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## test-fast: the unit and in-process tiers only (no service processes, no Collector or Prometheus)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "unit or inprocess" $(PYTEST_ARGS)
+
+## web: the shop page's tracing bundle (npm ci from package-lock.json, then esbuild; skipped when up to date)
+web: $(WEB_BUNDLE)
+
+$(WEB_BUNDLE): $(WEB)/package.json $(WEB)/package-lock.json $(wildcard $(WEB)/src/*.js)
+	@echo "==> building the shop page's tracing bundle into $(WEB)/dist"
+	cd $(WEB) && $(NPM) ci --no-audit --no-fund --loglevel=error && $(NPM) run --silent build
+	@touch $@
+
+## screenshot: refresh docs/images/shop-page.png, the README's picture, from the browser test's screenshot
+screenshot: $(STAMP) $(WEB_BUNDLE) $(if $(HAVE_GO),$(COLLECTOR))
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_browser.py -k "screenshot or places_an_order"
+	mkdir -p docs/images && cp build/artifacts/shop-page.png docs/images/shop-page.png
 
 ## collector: build the Collector from otel-collector/builder-config.yaml (skipped when up to date)
 collector: $(COLLECTOR)
@@ -154,4 +173,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data build
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data build $(WEB)/node_modules $(WEB)/dist

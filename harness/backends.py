@@ -55,13 +55,14 @@ class Collector:
     def __init__(
         self, workdir: Path, tempo_endpoint: str, loki_endpoint: str, role: str = "single", **env: str
     ) -> None:
-        self.ports = {name: free_port() for name in ("grpc", "http", "health", "prometheus", "telemetry")}
+        self.ports = {name: free_port() for name in ("grpc", "http", "browser", "health", "prometheus", "telemetry")}
         self.workdir = workdir
         self.configs = COLLECTOR_ROLES[role]
         self.env = {
             "PATH": os.environ.get("PATH", ""),
             "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['grpc']}",
             "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.ports['http']}",
+            "OTELCOL_BROWSER_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.ports['browser']}",
             "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{self.ports['health']}",
             "OTELCOL_PROMETHEUS_ENDPOINT": f"127.0.0.1:{self.ports['prometheus']}",
             "OTELCOL_TELEMETRY_HOST": "127.0.0.1",
@@ -130,6 +131,11 @@ class Collector:
     @property
     def otlp_http_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.ports['http']}"
+
+    @property
+    def browser_otlp_endpoint(self) -> str:
+        """The receiver of the shop page's spans (the gateway's BROWSER_OTLP_ENDPOINT)."""
+        return f"http://127.0.0.1:{self.ports['browser']}"
 
     @property
     def otlp_grpc_target(self) -> str:
@@ -307,7 +313,12 @@ class ObservedShop:
 def observed_shop(workdir: Path, **env: str) -> Iterator[ObservedShop]:
     """Start it all; on the way out stop (and if need be kill) the services, then Prometheus and the Collector."""
     with collector_with_stand_ins(workdir) as (collector, tempo, loki):
-        shop = Shop(workdir / "shop", OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_endpoint, **env)
+        shop = Shop(
+            workdir / "shop",
+            OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_endpoint,
+            BROWSER_OTLP_ENDPOINT=collector.browser_otlp_endpoint,
+            **env,
+        )
         prometheus = None
         try:
             shop.start_all()

@@ -7,7 +7,7 @@ any order was not answered as documented, 2 if the gateway cannot be reached.
 
 The gateway and Grafana addresses come from GATEWAY_URL and GRAFANA_URL (defaults: the compose
 ports on localhost), or from --gateway and --grafana. Standard library only, with the harness's
-standard-library modules on PYTHONPATH (``make demo`` sets it): a bare ``python3`` runs it.
+standard-library modules and shop.grafana_links on PYTHONPATH (``make demo`` sets it): a bare ``python3`` runs it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 from harness.compose import PUBLISHED_PORTS
 from harness.orders import DB_DELAY_HEADER, DECLINED_CARD, DELAY_HEADER, FAIL_HEADER, order_body
+from shop.grafana_links import loki_link, tempo_link
 
 DEFAULT_GATEWAY_URL = f"http://localhost:{PUBLISHED_PORTS['gateway']}"
 DEFAULT_GRAFANA_URL = f"http://localhost:{PUBLISHED_PORTS['grafana']}"
@@ -37,12 +38,6 @@ SLOW_DATABASE_MS = 1000
 # What order-service on SQLite (make run) answers the slow-database fault: it needs PostgreSQL (compose).
 NEEDS_POSTGRESQL = (422, "fault_not_supported")
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
-# Fixed in grafana/provisioning/datasources/datasources.yaml.
-TEMPO = {"type": "tempo", "uid": "tempo"}
-LOKI = {"type": "loki", "uid": "loki"}
-# Grafana keeps an Explore pane ID only if it is 3 characters with a letter; others it replaces.
-PANE_ID = "dmo"
-EXPLORE_RANGE = {"from": "now-1h", "to": "now"}
 
 
 def order(**overrides: Any) -> dict[str, Any]:
@@ -180,28 +175,6 @@ def place(gateway_url: str, kind: Kind) -> Answer:
     except json.JSONDecodeError:
         body = raw.decode(errors="replace")
     return Answer(kind, status, latency_ms, body)
-
-
-def explore_url(grafana_url: str, datasource: dict[str, str], query: dict[str, Any]) -> str:
-    """A Grafana (11 to 13) Explore link with one pane running one query over the last hour."""
-    pane = {
-        "datasource": datasource["uid"],
-        "queries": [{"refId": "A", "datasource": datasource, **query}],
-        "range": EXPLORE_RANGE,
-    }
-    params = {"schemaVersion": "1", "orgId": "1", "panes": json.dumps({PANE_ID: pane}, separators=(",", ":"))}
-    return f"{grafana_url}/explore?{urllib.parse.urlencode(params, quote_via=urllib.parse.quote)}"
-
-
-def tempo_link(grafana_url: str, trace_id: str) -> str:
-    return explore_url(grafana_url, TEMPO, {"queryType": "traceql", "query": trace_id})
-
-
-def loki_link(grafana_url: str, trace_id: str) -> str:
-    # Loki keeps trace_id as structured metadata, not as a stream label: a label filter after the selector.
-    # Every stream with a service name, so that renamed services or namespaces still match.
-    expr = f'{{service_name=~".+"}} | trace_id="{trace_id}"'
-    return explore_url(grafana_url, LOKI, {"expr": expr, "queryType": "range", "editorMode": "code"})
 
 
 def progress_line(index: int, kind: Kind) -> str:

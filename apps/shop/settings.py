@@ -15,6 +15,7 @@ import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -26,6 +27,8 @@ ORDER_SERVICE = "order-service"
 PAYMENT_SERVICE = "payment-service"
 
 DEFAULT_PORTS = {GATEWAY: 8000, ORDER_SERVICE: 8001, PAYMENT_SERVICE: 8002}
+# apps/web beside the shop package (/app/web in the image).
+WEB_ROOT = Path(__file__).resolve().parents[1] / "web"
 
 T = TypeVar("T")
 NumberT = TypeVar("NumberT", int, float)
@@ -235,6 +238,17 @@ class GatewaySettings:
     public_address: str | None = variable("PUBLIC_BIND_ADDRESS", ip_address, None)
     # The second switch: fault headers even where the gateway is reachable beyond loopback.
     allow_fault_headers_off_loopback: bool = variable("GATEWAY_ALLOW_FAULT_HEADERS_OFF_LOOPBACK", boolean, False)
+    # The shop page (GET /, docs/browser.md) links each kept trace to Grafana at this address, as the
+    # person's browser reaches it: the gateway cannot know it.
+    grafana_public_url: str = variable("GRAFANA_PUBLIC_URL", url, "http://localhost:3000")
+    # The Collector's receiver of browser spans (otlp/browser in otel-collector/config.yaml), to which the
+    # gateway forwards the page's POST /otlp/v1/traces.
+    browser_otlp_endpoint: str = variable("BROWSER_OTLP_ENDPOINT", url, "http://localhost:4319")
+    # Public ingest, bounded: the largest body, and the requests per minute from one client address.
+    browser_traces_max_bytes: int = variable("BROWSER_TRACES_MAX_BYTES", whole(1024, 4 * 1024 * 1024), 256 * 1024)
+    browser_traces_per_minute: int = variable("BROWSER_TRACES_PER_MINUTE", whole(1, 100_000), 120)
+    # The page, its script and the built tracing bundle (apps/web; `make web` builds dist/).
+    web_root: Path = WEB_ROOT
 
     @property
     def reachable_beyond_loopback(self) -> bool:

@@ -50,13 +50,14 @@ APP_LOGGER = "shop"
 # Defaults for variables that the SDK and the instrumentations read only from the environment;
 # the start-up step (shop.common.startup) sets each one the operator has not. Chosen here:
 # - the stable HTTP conventions (http.server.request.duration in seconds);
-# - no spans for probes and scrapes;
+# - no spans (and no HTTP metrics) for probes and scrapes, nor for the shop page, its files and the
+#   forwarding of its spans: loading the page leaves the request rate and the user -> gateway edge as they were;
 # - spans and log records exported every 200 ms. The SDK's 5 s (1 s for logs) lets a batch grow
 #   to hundreds of records whose encoding holds the GIL for tens of ms and stalls requests behind
 #   it; 200 ms exports small batches often (make bench: p99 at a fixed rate drops by about half).
 OTEL_ENV_DEFAULTS = {
     "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
-    "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS": "^/healthz$,^/readyz$,^/metrics$",
+    "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS": "^/healthz$,^/readyz$,^/metrics$,^/$,^/static/,^/otlp/",
     "OTEL_BSP_SCHEDULE_DELAY": "200",
     "OTEL_BLRP_SCHEDULE_DELAY": "200",
 }

@@ -66,7 +66,7 @@ class Answer:
     retry_after_s: int | None = None
 
 
-def _retry_after(raw: str | None) -> int | None:
+def retry_after(raw: str | None) -> int | None:
     """Retry-After in seconds; the HTTP-date form is not passed on (none of the services sends it)."""
     return int(raw) if raw is not None and raw.isascii() and raw.isdigit() else None
 
@@ -91,7 +91,7 @@ async def call_json(
             timeout=aiohttp.ClientTimeout(total=timeout_s),
         ) as response:
             status = response.status
-            retry_after_s = _retry_after(response.headers.get("Retry-After"))
+            retry_after_s = retry_after(response.headers.get("Retry-After"))
             body = await response.json(content_type=None)
     except TimeoutError:
         log.warning("downstream timed out", extra={"peer.service": service, "timeout_s": timeout_s})

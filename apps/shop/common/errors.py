@@ -17,6 +17,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.propagators import TraceResponsePropagator
 from opentelemetry.trace import StatusCode
 
+from shop.sampling import OT_KEY
 from shop.telemetry import trace_fields
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 # lists it in Access-Control-Expose-Headers. The aiohttp server instrumentation (0.66b1) never calls
 # a response propagator itself, unlike contrib's ASGI/WSGI ones: hence this middleware.
 TRACE_RESPONSE = TraceResponsePropagator()
+EXPOSED_HEADERS = "traceresponse, tracestate"
 
 
 @web.middleware
 async def trace_response_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Add the W3C ``traceresponse`` header so a caller can find its trace."""
+    """Add the W3C ``traceresponse`` header so a caller can find its trace, and the trace's OpenTelemetry
+    ``tracestate`` entry (``ot=th:…;rv:…``, which traceresponse cannot carry), so that the shop page
+    exports its own spans only for kept traces and with the threshold the services' spans carry."""
     response = await handler(request)
     TRACE_RESPONSE.inject(response.headers)
+    ot = trace.get_current_span().get_span_context().trace_state.get(OT_KEY)
+    if ot is not None:
+        response.headers["tracestate"] = f"{OT_KEY}={ot}"
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
     return response
 
 

@@ -58,7 +58,7 @@ $(WEB_BUNDLE): $(WEB)/package.json $(WEB)/package-lock.json $(wildcard $(WEB)/sr
 
 ## screenshot: refresh docs/images/shop-page.png, the README's picture, from the browser test's screenshot
 screenshot: $(STAMP) $(WEB_BUNDLE) $(if $(HAVE_GO),$(COLLECTOR))
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_browser.py -k "screenshot or places_an_order"
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_browser.py -k starts_at_the_click
 	mkdir -p docs/images && cp build/artifacts/shop-page.png docs/images/shop-page.png
 
 ## collector: build the Collector from otel-collector/builder-config.yaml (skipped when up to date)

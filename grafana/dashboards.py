@@ -35,6 +35,15 @@ STATEMENT = 'span_kind="SPAN_KIND_CLIENT", db_system_name!=""'
 STATEMENTS = f"traces_span_metrics_calls_total{{{STATEMENT}}}"
 FAILED_STATEMENTS = f'traces_span_metrics_calls_total{{{STATEMENT}, status_code="STATUS_CODE_ERROR"}}'
 STATEMENT_DURATION = f"traces_span_metrics_duration_milliseconds_bucket{{{STATEMENT}}}"
+# What a person waits through (the shop page's "click to answer" span, docs/browser.md) beside what the
+# gateway serves of it: the difference is the network and the browser.
+CLICK_TO_ANSWER = (
+    'traces_span_metrics_duration_milliseconds_bucket{service_name="shop-web", span_name="click to answer"}'
+)
+GATEWAY_ORDERS = (
+    'traces_span_metrics_duration_milliseconds_bucket{service_name="gateway", span_kind="SPAN_KIND_SERVER", '
+    'span_name="POST /api/order"}'
+)
 
 
 def rate(selector: str, by: str) -> str:
@@ -269,6 +278,18 @@ def overview_dashboard() -> dashboard.Dashboard:
             # own default is true. The derived-field link to the trace lives in log details.
             .enable_log_details(True)
             .with_target(service_logs)
+        )
+        .with_panel(
+            graph(
+                "Click to answer (the shop page) vs the gateway's POST /api/order",
+                "ms",
+                at(0, 24, 24, 8),
+                *(
+                    promql(quantile(q, "service_name", buckets), f"{name} p{round(q * 100)}")
+                    for q in (0.5, 0.95, 0.99)
+                    for name, buckets in (("click to answer", CLICK_TO_ANSWER), ("gateway", GATEWAY_ORDERS))
+                ),
+            )
         )
     )
 

@@ -29,12 +29,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from harness import ROOT
 from harness.backends import Collector, collector_with_stand_ins
 from harness.orders import DECLINED_CARD, GOOD_CARD, order_body
+from harness.otlp_json import SPAN_KIND_SERVER, attributes, json_span, traces_body
 from harness.otlp_sink import OtlpSink
 from harness.processes import Shop, free_port, start_service
 from tools import collector_binary, require
@@ -65,7 +67,7 @@ def browser() -> Iterator[WebDriver]:
     binary, driver_path = chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for argument in ("--headless=new", "--disable-dev-shm-usage", "--window-size=900,1100"):
+    for argument in ("--headless=new", "--disable-dev-shm-usage", "--window-size=900,1400"):
         options.add_argument(argument)
     if os.geteuid() == 0:
         options.add_argument("--no-sandbox")  # chromium refuses to run as root with its sandbox
@@ -225,6 +227,14 @@ def test_a_declined_card_and_an_invalid_field_show_their_messages(kept_all: Trac
     assert quantity.get_attribute("aria-invalid") == "true"
     assert browser.find_element(By.ID, "quantity-error").text, "no message beside the invalid field"
     assert browser.find_element(By.ID, "item").get_attribute("aria-invalid") is None
+
+
+def test_enter_in_a_field_presses_buy(kept_all: TracedShop, browser: WebDriver) -> None:
+    open_page(browser, kept_all.gateway)
+    browser.execute_script("document.getElementById('answer').hidden = true")
+    browser.find_element(By.ID, "customer_id").send_keys(Keys.ENTER)
+    WebDriverWait(browser, 15).until(lambda driver: driver.find_element(By.ID, "answer").is_displayed())
+    assert browser.find_element(By.ID, "answer-title").text == "Order placed"
 
 
 def test_a_fault_order_from_the_page_carries_its_fault(kept_all: TracedShop, browser: WebDriver) -> None:
@@ -397,41 +407,34 @@ ALLOWED_SPAN_ATTRIBUTES = {
 }
 
 
-def attribute(key: str, value: str) -> dict[str, Any]:
-    return {"key": key, "value": {"stringValue": value}}
-
-
 def forged_body(trace_id: str) -> bytes:
-    """OTLP/JSON that poses as the gateway's server span, with attributes the page never sets."""
-    now = time.time_ns()
-    span = {
-        "traceId": trace_id,
-        "spanId": os.urandom(8).hex(),
-        "name": "POST /api/order",
-        "kind": 2,
-        "startTimeUnixNano": str(now - 5_000_000),
-        "endTimeUnixNano": str(now),
-        "traceState": "ot=th:0",
-        "attributes": [attribute("http.route", "/api/order"), attribute("card_number", GOOD_CARD)],
-        "events": [{"name": "forged", "timeUnixNano": str(now), "attributes": [attribute("card", GOOD_CARD)]}],
-    }
-    resource = {"attributes": [attribute("service.name", "gateway"), attribute("service.namespace", "shop")]}
-    return json.dumps({"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]}).encode()
+    """OTLP/JSON that poses as the gateway's server spans, with attributes the page never sets: one span with an
+    event and one without (each of the Collector's statement groups must reach both)."""
+    forged = {"http.route": "/api/order", "card_number": GOOD_CARD}
+    event = {"name": "forged", "timeUnixNano": str(time.time_ns()), "attributes": attributes({"card": GOOD_CARD})}
+    spans = [
+        json_span(trace_id, "POST /api/order", kind=SPAN_KIND_SERVER, trace_state="ot=th:0", span_attributes=forged)
+        | ({"events": [event]} if with_event else {})
+        for with_event in (True, False)
+    ]
+    resource = {"service.name": "gateway", "service.namespace": "shop", "host.name": GOOD_CARD}
+    return traces_body(resource, spans)
 
 
 def test_a_forged_body_cannot_pose_as_a_service(kept_all: TracedShop, tmp_path: Path) -> None:
+    order = json.dumps(order_body()).encode()
+    assert request("POST", f"{kept_all.gateway}/api/order", order, "application/json")[0] == 201
     trace_id = os.urandom(16).hex()
     with ingest_gateway(tmp_path, kept_all.collector.browser_otlp_endpoint) as gateway:
         status, _, _ = request("POST", f"{gateway}/otlp/v1/traces", forged_body(trace_id), "application/json")
     assert status == 200
     kept_all.collector.wait_until_idle()
     arrived = [(resource, span) for resource, span in kept_all.tempo.spans() if span.trace_id.hex() == trace_id]
-    assert len(arrived) == 1, arrived
-    resource, span = arrived[0]
-    assert resource["service.name"] == PAGE_SERVICE, resource
-    assert {attribute.key for attribute in span.attributes} <= ALLOWED_SPAN_ATTRIBUTES
-    assert GOOD_CARD.encode() not in span.SerializeToString()
-    assert GOOD_CARD not in json.dumps(resource)
+    assert len(arrived) == 2, arrived
+    for resource, span in arrived:
+        assert resource == {"service.name": PAGE_SERVICE, "service.namespace": "shop"}, resource
+        assert {attribute.key for attribute in span.attributes} <= ALLOWED_SPAN_ATTRIBUTES
+        assert GOOD_CARD.encode() not in span.SerializeToString()
     # The gateway's own span metrics count its real server spans only (p = 1: each once).
     real = sum(
         1
@@ -439,7 +442,7 @@ def test_a_forged_body_cannot_pose_as_a_service(kept_all: TracedShop, tmp_path: 
         if resource["service.name"] == "gateway" and span.name == "POST /api/order"
     )
     assert settled_count(kept_all.collector, service_name="gateway", span_name="POST /api/order") == real
-    assert settled_count(kept_all.collector, service_name=PAGE_SERVICE, span_name="POST /api/order") == 1
+    assert settled_count(kept_all.collector, service_name=PAGE_SERVICE, span_name="POST /api/order") == len(arrived)
 
 
 def test_hostile_bodies_get_4xx_and_never_reach_tempo(kept_all: TracedShop, tmp_path: Path) -> None:

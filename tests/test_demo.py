@@ -37,11 +37,11 @@ ROW = re.compile(
 
 
 def run_demo(gateway_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """As ``make demo`` runs it, but with no site-packages at all (-S): only the standard library and the
-    harness on PYTHONPATH, as on a bare python3."""
+    """As ``make demo`` runs it, but with no site-packages at all (-S): only the standard library, the
+    harness and ``shop.grafana_links`` on PYTHONPATH, as on a bare python3."""
     return subprocess.run(
         [sys.executable, "-S", str(DEMO), *args],
-        env=process_env(GATEWAY_URL=gateway_url, GRAFANA_URL=GRAFANA_URL, PYTHONPATH=str(ROOT)),
+        env=process_env(GATEWAY_URL=gateway_url, GRAFANA_URL=GRAFANA_URL, PYTHONPATH=f"{ROOT}:{ROOT / 'apps'}"),
         capture_output=True,
         text=True,
         timeout=60,

@@ -52,7 +52,7 @@ COLLECTORS = ("otel-agent", "otel-gateway")
 SDK_VARIABLES = {"OTEL_RESOURCE_ATTRIBUTES", "OTEL_METRIC_EXPORT_INTERVAL"}
 # Reachable from the namespace only (network-policy.yaml): the Collectors' ingest, the internal services
 # and the backends. The gateway and Grafana are the two doors, as in compose.
-INTERNAL = {"otel-agent", "otel-gateway", "order-service", "payment-service", "tempo", "loki", "prometheus"}
+INTERNAL = {"otel-gateway", "order-service", "payment-service", "tempo", "loki", "prometheus"}
 
 
 def objects(kind: str) -> dict[str, dict[str, Any]]:
@@ -181,10 +181,11 @@ def test_services_call_each_other_by_their_service_names() -> None:
     assert env_of(workloads()["order-service"])["PAYMENTS_URL"] == (
         f"http://payment-service:{DEFAULT_PORTS['payment-service']}"
     )
-    # The agent's Service, on the OTLP/HTTP port the SDK's exporter uses.
+    # The agent's Service, on the OTLP/HTTP port the SDK's exporter uses, and the one for browser spans.
     agent = objects("Service")["otel-agent"]
     assert agent["spec"]["internalTrafficPolicy"] == "Local"
-    assert {port["port"] for port in agent["spec"]["ports"]} == {4317, 4318}
+    assert {port["port"] for port in agent["spec"]["ports"]} == {4317, 4318, 4319}
+    assert env_of(workloads()["gateway"])["BROWSER_OTLP_ENDPOINT"] == "http://otel-agent:4319"
     for name in SHOP_SETTINGS:
         assert env_of(workloads()[name])["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-agent:4318"
 
@@ -333,6 +334,18 @@ def test_the_network_policy_admits_only_the_namespace_to_the_internal_parts() ->
     assert all(
         service["spec"]["type"] == "ClusterIP" for service in objects("Service").values() if "type" in service["spec"]
     )
+
+
+def test_the_agents_take_browser_spans_from_the_gateway_only() -> None:
+    ingress = objects("NetworkPolicy")["otel-agent-ingest"]["spec"]["ingress"]
+    agent_ports = {port["name"] for port in container(workloads()["otel-agent"])["ports"]}
+    from_namespace = {port["port"] for port in ingress[0]["ports"]}
+    assert ingress[0]["from"] == [{"podSelector": {}}]
+    assert from_namespace == agent_ports - {"otlp-browser"}
+    assert ingress[1] == {
+        "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}],
+        "ports": [{"port": "otlp-browser"}],
+    }
 
 
 def test_helm_values_pin_the_images_of_env() -> None:

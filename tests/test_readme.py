@@ -34,6 +34,7 @@ ID = re.compile(r"\b[0-9a-f]{32}\b")
 SHAPES = [
     (ID, r"([0-9a-f]{32})"),  # captured: see the module docstring
     (re.compile(r"\b[0-9a-f]{16}\b"), r"[0-9a-f]{16}"),
+    (re.compile(r"\brv:[0-9a-f]{14}\b"), r"rv:[0-9a-f]{14}"),  # a trace's randomness (tracestate)
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?\+00:00"), r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00"),
 ]
 INLINE_CODE = re.compile(r"`+[^`\n]*`+")

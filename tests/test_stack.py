@@ -7,6 +7,7 @@ One module-scoped stack takes a mix of orders; each test then asserts on one rou
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from harness.backends import (
     observed_shop,
 )
 from harness.orders import DB_DELAY_HEADER, DECLINED_CARD, DELAY_HEADER, FAIL_HEADER, GOOD_CARD, order_body
+from harness.otlp_json import json_span, traces_document
 from harness.otlp_sink import OtlpSink
 from harness.postgres import PostgresServer
 from harness.processes import SERVICE_NAMES, Shop, http
@@ -65,6 +67,16 @@ class Stack:
     shop: Shop
     prometheus: Prometheus
     orders: list[Order]
+
+
+def post_page_spans(gateway: str) -> None:
+    """ "click to answer" spans as the shop page exports them, through the gateway's ingest, for the Overview's
+    click-to-answer panel (tests/test_browser.py has the real page in a real browser send its own)."""
+    spans = [json_span(os.urandom(16).hex(), "click to answer", trace_state="ot=th:0") for _ in range(3)]
+    status, answer, _ = http(
+        "POST", f"{gateway}/otlp/v1/traces", traces_document({}, spans), {"Content-Type": "application/json"}
+    )
+    assert status == 200, answer
 
 
 def place_orders(gateway: str, round_name: str) -> list[Order]:
@@ -118,6 +130,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresSer
         # sample already holds every event shows no rate. So a first round creates the series,
         # and a second one, once they are scraped, makes them grow.
         orders = place_orders(shop.gateway, "first")
+        post_page_spans(shop.gateway)
         for expr in (
             'traces_span_metrics_calls_total{service_name="payment-service", status_code="STATUS_CODE_ERROR"}',
             'traces_span_metrics_duration_milliseconds_bucket{service_name="payment-service", le="1000.0"}',
@@ -125,12 +138,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresSer
         ):
             assert prometheus.wait_for(expr), f"no data for {expr} within the time limit"
         orders += place_orders(shop.gateway, "second")
+        post_page_spans(shop.gateway)
         charged = sum(1 for order in orders if order.kind in CHARGED)
         # Wait (bounded) until Prometheus has scraped all of the second round, and the rules saw it.
         for expr in (
             f'sum(traces_span_metrics_calls_total{{span_name="POST /api/order"}}) >= {len(orders)}',
             f'sum(traces_span_metrics_calls_total{{span_name="POST /payments"}}) >= {charged}',
             f'sum(http_server_request_duration_seconds_count{{job="shop/gateway"}}) >= {len(orders)}',
+            'sum(traces_span_metrics_calls_total{service_name="shop-web", span_name="click to answer"}) >= 6',
             "orders_idempotent_replays_total >= 2",
             'ALERTS{alertname="ShopServiceErrorRatioHigh", service_name="payment-service"}',
             'ALERTS{alertname="ShopServiceLatencyP95High", service_name="payment-service"}',

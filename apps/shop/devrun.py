@@ -64,7 +64,7 @@ def main() -> int:
     processes = list(started.values())
     ports = {module: environments[module]["PORT"] for module in SERVICES}
     print(
-        f"gateway http://127.0.0.1:{ports['shop.gateway']}, order-service :{ports['shop.orders']}, "
+        f"gateway http://127.0.0.1:{ports['shop.gateway']} (the shop page), order-service :{ports['shop.orders']}, "
         f"payment-service :{ports['shop.payments']}; Ctrl-C stops all three",
         file=sys.stderr,
         flush=True,

@@ -323,23 +323,45 @@ def collector_dashboard() -> dashboard.Dashboard:
                 per_second(f"otelcol_receiver_refused_{signal}", "refused"),
                 per_second(f"otelcol_receiver_failed_{signal}", "receive failed"),
                 per_second(f"otelcol_exporter_send_failed_{signal}", "send failed", zero_if_absent=True),
+                # Refused because an exporter's queue was full: the sender was told to retry, and drops it
+                # once its own retries run out (docs/reliability.md#the-collectors-queues).
+                per_second(f"otelcol_exporter_enqueue_failed_{signal}", "queue full", zero_if_absent=True),
             )
         )
         y += 8
-    return built.with_panel(
-        graph(
-            "Exporter queues",
-            "short",
-            at(0, y, 12, 8),
-            promql("sum by (exporter) (otelcol_exporter_queue_size)", "{{exporter}} size"),
-            promql("sum by (exporter) (otelcol_exporter_queue_capacity)", "{{exporter}} capacity"),
+    undelivered = [
+        promql(
+            f'sum by (job) (rate(otel_sdk_{kind}_{item}_total{{error_type!=""}}[$__rate_interval])) or vector(0)',
+            f"{{{{job}}}} {item}s {what}",
         )
-    ).with_panel(
-        graph(
-            "Memory (RSS)",
-            "bytes",
-            at(12, y, 12, 8),
-            promql("sum by (job) (otelcol_process_memory_rss)", "rss"),
+        for item in ("span", "log")
+        for kind, what in (("processor", "dropped (queue full)"), ("exporter", "export failed"))
+    ]
+    return (
+        built.with_panel(
+            graph(
+                "Exporter queues (Tempo's and Loki's in bytes, on disk)",
+                "short",
+                at(0, y, 12, 8),
+                promql("sum by (exporter) (otelcol_exporter_queue_size)", "{{exporter}} size"),
+                promql("sum by (exporter) (otelcol_exporter_queue_capacity)", "{{exporter}} capacity"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Memory (RSS)",
+                "bytes",
+                at(12, y, 12, 8),
+                promql("sum by (job) (otelcol_process_memory_rss)", "rss"),
+            )
+        )
+        .with_panel(
+            graph(
+                "What the services could not deliver (their SDK's own counts)",
+                "short",
+                at(0, y + 8, 24, 8),
+                *undelivered,
+            )
         )
     )
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from harness import ROOT
 from harness.compose import dotenv
@@ -67,6 +68,8 @@ class Collector:
             "OTELCOL_PROMETHEUS_ENDPOINT": f"127.0.0.1:{self.ports['prometheus']}",
             "OTELCOL_TELEMETRY_HOST": "127.0.0.1",
             "OTELCOL_TELEMETRY_PORT": str(self.ports["telemetry"]),
+            # The exporters' queues: in the workdir, so that a restart (start() again) finds what it held.
+            "OTELCOL_QUEUE_DIRECTORY": str(workdir / "queues"),
             "TEMPO_OTLP_HTTP_ENDPOINT": tempo_endpoint,
             "LOKI_OTLP_HTTP_ENDPOINT": loki_endpoint,
             **env,
@@ -85,25 +88,33 @@ class Collector:
         )
         return self.process
 
+    @staticmethod
+    def samples(target: str) -> list[Sample]:
+        status, text, _ = http("GET", f"http://{target}/metrics")
+        assert status == 200
+        return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
     def own_counters(self) -> dict[str, float]:
         """The Collector's own metrics, summed per name (as Prometheus names them: no ``_total``),
         read straight from its telemetry endpoint."""
-        status, text, _ = http("GET", f"http://{self.telemetry_target}/metrics")
-        assert status == 200
         totals: dict[str, float] = defaultdict(float)
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                totals[sample.name.removesuffix("_total")] += sample.value
+        for sample in self.samples(self.telemetry_target):
+            totals[sample.name.removesuffix("_total")] += sample.value
         return dict(totals)
+
+    def own_value(self, sample_name: str, **labels: str) -> float:
+        """One of the Collector's own metrics, summed over the samples with these labels."""
+        return sum(
+            sample.value
+            for sample in self.samples(self.telemetry_target)
+            if sample.name == sample_name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
 
     def exported_sum(self, sample_name: str, **labels: str) -> float:
         """The sum of one metric's samples with these labels, as the Collector's Prometheus exporter shows it."""
-        status, text, _ = http("GET", f"http://{self.prometheus_target}/metrics")
-        assert status == 200
         return sum(
             sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
+            for sample in self.samples(self.prometheus_target)
             if sample.name == sample_name and all(sample.labels.get(k) == v for k, v in labels.items())
         )
 
@@ -177,11 +188,12 @@ def localized_prometheus_config(targets: Targets) -> dict[str, Any]:
 
 
 @contextmanager
-def collector_with_stand_ins(workdir: Path) -> Iterator[tuple[Collector, OtlpSink, OtlpSink]]:
+def collector_with_stand_ins(workdir: Path, **env: str) -> Iterator[tuple[Collector, OtlpSink, OtlpSink]]:
     """The built Collector exporting to two recording receivers in place of Tempo and Loki (whose OTLP
-    endpoint has the /otlp base path); stopped on the way out, whichever process it is by then."""
+    endpoint has the /otlp base path); stopped on the way out, whichever process it is by then. ``env``: what
+    its config reads besides the addresses (e.g. OTELCOL_QUEUE_BYTES)."""
     with OtlpSink() as tempo, OtlpSink() as loki:
-        collector = Collector(workdir / "otelcol", tempo.endpoint, f"{loki.endpoint}/otlp")
+        collector = Collector(workdir / "otelcol", tempo.endpoint, f"{loki.endpoint}/otlp", **env)
         try:
             yield collector, tempo, loki
         finally:

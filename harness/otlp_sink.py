@@ -62,21 +62,37 @@ class OtlpSink:
             def log_message(self, format: str, *args: object) -> None:
                 """Quiet: the tests read what was recorded instead."""
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._handler = Handler
+        self._server: ThreadingHTTPServer | None = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._port = self._server.server_address[1]
+        self._running = False
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"http://127.0.0.1:{self._port}"
+
+    def start(self) -> None:
+        """Listen (again, after ``stop()``: on the same port)."""
+        if self._server is None:
+            self._server = ThreadingHTTPServer(("127.0.0.1", self._port), self._handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._running = True
+
+    def stop(self) -> None:
+        """Stop listening, as a backend that went down: connections are refused until ``start()``."""
+        if self._server is not None:
+            if self._running:
+                self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+            self._running = False
 
     def __enter__(self) -> OtlpSink:
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self.stop()
 
     def spans(self) -> list[tuple[dict[str, str], Span]]:
         with self._lock:

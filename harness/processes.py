@@ -180,3 +180,11 @@ def running_shop(workdir: Path, **env: str) -> Iterator[Shop]:
         finally:
             shop.stop_all()
             shop.kill_all()
+
+
+def rss_kib(pid: int) -> int:
+    """A process's resident memory (VmRSS), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")

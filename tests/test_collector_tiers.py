@@ -76,10 +76,20 @@ def test_two_tier_compose_runs_the_role_configs(two_tier: dict[str, Any]) -> Non
         "otel-gateway-1": "gateway",
         "otel-gateway-2": "gateway",
     }
+    queue_volumes = {"otel-collector": "otelcol-queues"}  # the default stack's, from docker-compose.yml
     for name, role in roles.items():
         service = services[name]
         mounted = {f"./{path.relative_to(ROOT)}:/etc/otelcol/{path.name}:ro" for path in COLLECTOR_ROLES[role]}
-        assert set(service["volumes"]) == mounted, name
+        assert {volume for volume in service["volumes"] if volume.startswith("./")} == mounted, name
+        # Each Collector's exporter queues in a volume of its own, owned by the Collector's user first.
+        queues = [volume for volume in service["volumes"] if volume.endswith(":/var/lib/otelcol/queues")]
+        if name != "otel-collector":
+            assert len(queues) == 1, name
+            queue_volumes[name] = queues[0].split(":")[0]
+        assert (
+            service["depends_on"].get("otelcol-queues-owner", {}).get("condition") == ("service_completed_successfully")
+            or name == "otel-collector"
+        ), name
         assert service["command"] == [f"--config=/etc/otelcol/{path.name}" for path in COLLECTOR_ROLES[role]], name
         assert COLLECTORS_DNS_NAME in service["networks"]["default"]["aliases"], name
         assert service["deploy"]["resources"]["limits"]["memory"], name
@@ -89,6 +99,12 @@ def test_two_tier_compose_runs_the_role_configs(two_tier: dict[str, Any]) -> Non
     assert resolver == {"static": {"hostnames": [f"{name}:4317" for name in gateways]}}
     for name in gateways:
         assert services[name]["hostname"] == name, "the host name is the gateway's collector.instance.id"
+    assert len(set(queue_volumes.values())) == len(roles)
+    owner = services["otelcol-queues-owner"]
+    chowned = dict(volume.split(":") for volume in owner["volumes"])
+    assert set(chowned) == set(queue_volumes.values())
+    assert owner["command"][:2] == ["chown", "10001:10001"]
+    assert set(owner["command"][2:]) == set(chowned.values())
 
 
 def test_prometheus_finds_every_collector_under_one_name() -> None:

@@ -18,7 +18,7 @@ from harness.backends import collector_with_stand_ins
 from harness.database import order_count, query
 from harness.orders import order_body
 from harness.postgres import PostgresServer
-from harness.processes import SERVICE_NAMES, Shop, free_port, http
+from harness.processes import SERVICE_NAMES, Shop, free_port, http, rss_kib
 from tools import collector_binary, postgres_bin
 
 MAX_ORDERS = 400
@@ -82,13 +82,6 @@ def charges_per_order(shop: Shop) -> Counter[str]:
         for line in shop.running["shop.payments"].log_lines()
         if line.get("message") == "payment authorized" and line.get("payment.duplicate") is False
     )
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def resident_memory(shop: Shop) -> dict[str, int]:

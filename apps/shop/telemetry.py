@@ -28,6 +28,9 @@ from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrument
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.environment_variables import (
+    OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED as INTERNAL_METRICS,
+)
 from opentelemetry.sdk.environment_variables import OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
@@ -55,8 +58,12 @@ APP_LOGGER = "shop"
 # - spans and log records exported every 200 ms. The SDK's 5 s (1 s for logs) lets a batch grow
 #   to hundreds of records whose encoding holds the GIL for tens of ms and stalls requests behind
 #   it; 200 ms exports small batches often (make bench: p99 at a fixed rate drops by about half).
+# - each export retried for up to 30 s (the SDK's 10 s gives up about 7 s into a Collector outage, losing
+#   the batch in flight): retries after 1, 2, 4 and 8 s carry a batch through an outage of about 15 s
+#   (docs/reliability.md#what-the-services-ride-out).
 OTEL_ENV_DEFAULTS = {
     "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
+    "OTEL_EXPORTER_OTLP_TIMEOUT": "30",
     "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS": "^/healthz$,^/readyz$,^/metrics$,^/$,^/static/,^/otlp/",
     "OTEL_BSP_SCHEDULE_DELAY": "200",
     "OTEL_BLRP_SCHEDULE_DELAY": "200",
@@ -282,6 +289,23 @@ def build_resource(settings: TelemetrySettings) -> Resource:
     return FrozenResource(resource.attributes, resource.schema_url)
 
 
+@contextmanager
+def sdk_delivery_metrics() -> Iterator[None]:
+    """The SDK's own metrics for what is built inside: its exporters' (items exported, and failed by error
+    type) and its batch processors' (items processed, and dropped from a full queue), so that what a service
+    could not deliver is counted. Each component reads OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED when built,
+    and so does each tracer and logger, which would then count every span and log record (three counter
+    adds per span); hence set only while these are built, unless the operator set it."""
+    if INTERNAL_METRICS in os.environ:
+        yield
+        return
+    os.environ[INTERNAL_METRICS] = "true"
+    try:
+        yield
+    finally:
+        del os.environ[INTERNAL_METRICS]
+
+
 def configure_telemetry(settings: TelemetrySettings, exporters: TelemetryExporters | None = None) -> Telemetry:
     """Install logging, the three providers and the aiohttp instrumentors; call once per process.
 
@@ -302,7 +326,7 @@ def configure_telemetry(settings: TelemetrySettings, exporters: TelemetryExporte
         )
 
     if exporters is None:
-        with refused_by_sdk("OTEL_EXPORTER_OTLP_*, OTEL_METRIC_EXPORT_*"):
+        with refused_by_sdk("OTEL_EXPORTER_OTLP_*, OTEL_METRIC_EXPORT_*"), sdk_delivery_metrics():
             exporters = TelemetryExporters.otlp(settings.otlp_endpoint)
 
     # No atexit hooks: their shutdown blocks for the full export timeout when the Collector is
@@ -317,7 +341,7 @@ def configure_telemetry(settings: TelemetrySettings, exporters: TelemetryExporte
         fast_path=lean,
     )
     tracer_provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
-    with refused_by_sdk("OTEL_BSP_*"):
+    with refused_by_sdk("OTEL_BSP_*"), sdk_delivery_metrics():
         span_processor = (
             BatchSpanProcessor(exporters.span_exporter)
             if exporters.batch
@@ -328,7 +352,7 @@ def configure_telemetry(settings: TelemetrySettings, exporters: TelemetryExporte
     meter_provider = MeterProvider(resource=resource, metric_readers=[exporters.metric_reader], shutdown_on_exit=False)
 
     logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    with refused_by_sdk("OTEL_BLRP_*"):
+    with refused_by_sdk("OTEL_BLRP_*"), sdk_delivery_metrics():
         log_processor = (
             BatchLogRecordProcessor(exporters.log_exporter)
             if exporters.batch

@@ -25,7 +25,7 @@ PROMETHEUS_MODULE := github.com/prometheus/prometheus@$(shell echo $(PROMETHEUS_
 PROMETHEUS_DIR := build/prometheus-$(PROMETHEUS_RELEASE)
 PROMETHEUS := $(PROMETHEUS_DIR)/prometheus
 
-.PHONY: venv run web screenshot test test-fast check format lock clean collector prometheus prometheus-from-debian dashboards smoke bench bench-collector bench-db-clients bench-parts load demo k8s-charts k8s-rules
+.PHONY: venv run web screenshot test test-fast check format lock clean collector prometheus prometheus-from-debian dashboards smoke bench bench-collector collector-drills bench-db-clients bench-parts load demo k8s-charts k8s-rules
 
 venv: $(STAMP)
 
@@ -132,6 +132,11 @@ bench-parts: $(STAMP)
 ## bench-collector: spans/s one Collector core takes, one Collector vs two tiers (BENCH_COLLECTOR_ARGS=--repeat 3)
 bench-collector: $(STAMP) $(COLLECTOR)
 	$(BIN)/python scripts/bench_collector.py $(BENCH_COLLECTOR_ARGS)
+
+## collector-drills: telemetry lost when the Collector is killed or Tempo is down, this checkout beside
+## an earlier revision (COLLECTOR_DRILLS_ARGS, e.g. --before 3afc772; docs/reliability.md#before-and-after)
+collector-drills: $(STAMP) $(COLLECTOR)
+	$(BIN)/python scripts/collector_drills.py $(COLLECTOR_DRILLS_ARGS)
 
 ## load: shop traffic from Locust for the dashboards (RATE actions/s, DURATION, USERS, MIX; GATEWAY_URL)
 RATE ?= 10

@@ -53,12 +53,21 @@ class Collector:
     """The built Collector running the real config (of a role: COLLECTOR_ROLES), every address moved to a
     free loopback port; ``env`` sets what the role's config reads besides."""
 
+    # A subclass may run another build (scripts/collector_drills.py runs an earlier revision's).
+    binary = COLLECTOR_BINARY
+
     def __init__(
-        self, workdir: Path, tempo_endpoint: str, loki_endpoint: str, role: str = "single", **env: str
+        self,
+        workdir: Path,
+        tempo_endpoint: str,
+        loki_endpoint: str,
+        role: str | tuple[Path, ...] = "single",
+        **env: str,
     ) -> None:
         self.ports = {name: free_port() for name in ("grpc", "http", "browser", "health", "prometheus", "telemetry")}
         self.workdir = workdir
-        self.configs = COLLECTOR_ROLES[role]
+        # A role's configs, or the configs themselves.
+        self.configs = COLLECTOR_ROLES[role] if isinstance(role, str) else role
         self.env = {
             "PATH": os.environ.get("PATH", ""),
             "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['grpc']}",
@@ -80,7 +89,7 @@ class Collector:
         """Start (again, after a kill) on the same ports; returns once its health check answers."""
         self.process = BackgroundProcess.start(
             "otelcol",
-            [str(COLLECTOR_BINARY), *(f"--config={config}" for config in self.configs)],
+            [str(self.binary), *(f"--config={config}" for config in self.configs)],
             self.workdir,
             self.env,
             f"http://127.0.0.1:{self.ports['health']}",

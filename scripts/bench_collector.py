@@ -3,7 +3,8 @@
 The load is OTLP/HTTP: protobuf requests of shop-shaped traces (an order's 9 spans over the three services,
 docs/telemetry.md) built once with distinct trace IDs, then replayed by sender threads as fast as the
 Collector answers, for ``--seconds``. Setups, each with the real configs and the built binary:
-- one Collector (config.yaml), as compose runs it;
+- one Collector (config.yaml), as compose runs it, its exporters' queues on disk;
+- the same with those queues in memory: what the disk costs (docs/performance.md);
 - two tiers: one agent routing by trace ID to one gateway (agent.yaml, gateway.yaml): the per-span cost of
   each tier. More agents or gateways divide the same spans between more cores. The agent's queue blocks
   when full (OTELCOL_GATEWAY_QUEUE_BLOCK=true), so it pushes back on the senders instead of dropping.
@@ -26,13 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from bench import SPANS_PER_ORDER, cpu_seconds
-from harness.backends import COLLECTOR_BINARY, Collector
+from harness.backends import COLLECTOR_BINARY, COLLECTOR_CONFIG, Collector
 from harness.otlp_sink import OtlpSink
 from harness.tiers import two_tiers
 
@@ -206,13 +208,25 @@ def load(receiver: Collector, everyone: list[Collector], bodies: list[bytes], se
     )
 
 
-def one_tier(workdir: Path, bodies: list[bytes], args: argparse.Namespace) -> Measured:
+def one_tier(workdir: Path, bodies: list[bytes], args: argparse.Namespace, queues_on_disk: bool = True) -> Measured:
+    configs = (COLLECTOR_CONFIG,) if queues_on_disk else (in_memory_queues(workdir),)
     with OtlpSink(record=False) as tempo, OtlpSink(record=False) as loki:
-        collector = Collector(workdir / "single", tempo.endpoint, f"{loki.endpoint}/otlp")
+        collector = Collector(workdir / "single", tempo.endpoint, f"{loki.endpoint}/otlp", configs)
         try:
             return load(collector, [collector], bodies, args.seconds, args.senders)
         finally:
             collector.process.stop()
+
+
+def in_memory_queues(workdir: Path) -> Path:
+    """config.yaml with its exporters' queues in memory (no storage): what the disk costs, by difference."""
+    config = yaml.safe_load(COLLECTOR_CONFIG.read_text())
+    for exporter in config["exporters"].values():
+        exporter.get("sending_queue", {}).pop("storage", None)
+    path = workdir / "in-memory-queues.yaml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def two_tier(workdir: Path, bodies: list[bytes], args: argparse.Namespace) -> Measured:
@@ -223,6 +237,7 @@ def two_tier(workdir: Path, bodies: list[bytes], args: argparse.Namespace) -> Me
 
 SETUPS: dict[str, Callable[[Path, list[bytes], argparse.Namespace], Measured]] = {
     "one Collector": one_tier,
+    "one, queues in memory": lambda workdir, bodies, args: one_tier(workdir, bodies, args, queues_on_disk=False),
     "two tiers": two_tier,
 }
 

@@ -18,7 +18,9 @@ from harness.orders import order_body
 from harness.otlp_sink import OtlpSink
 from harness.processes import Shop, http
 
-# How long the services keep placing orders after an outage ends, before every order is looked up.
+# How long the services place orders before an outage begins, and after it ends before every order is
+# looked up.
+OUTAGE_AFTER_S = 4
 RUN_ON_S = 6
 
 
@@ -118,12 +120,16 @@ class Drill:
         return Losses.of(trace_ids, self.expected, Received.of(self.tempo, self.loki))
 
     def kill_collector_for(self, seconds: float) -> None:
+        """OUTAGE_AFTER_S into the load, for ``seconds``."""
+        time.sleep(OUTAGE_AFTER_S)
         self.collector.process.process.kill()  # SIGKILL: whatever it held in memory is gone
         self.collector.process.process.wait()
         time.sleep(seconds)
         self.collector.start()  # the same ports and the same queue directory
 
     def stop_tempo_for(self, seconds: float) -> None:
+        """OUTAGE_AFTER_S into the load, for ``seconds``."""
+        time.sleep(OUTAGE_AFTER_S)
         self.tempo.stop()
         time.sleep(seconds)
         self.tempo.start()

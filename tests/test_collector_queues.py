@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.drills import Drill, Losses, drill_shop
+from harness.drills import OUTAGE_AFTER_S, Drill, Losses, drill_shop
 from harness.processes import rss_kib
 from tools import collector_binary
 
 pytestmark = pytest.mark.backends
 
 RATE = 25  # orders per second, above the 20
-OUTAGE_AFTER_S = 4
 COLLECTOR_DOWN_S = 10
 TEMPO_DOWN_S = 60
 MAX_ORDERS = RATE * (OUTAGE_AFTER_S + TEMPO_DOWN_S + 10)
@@ -41,12 +40,7 @@ def assert_nothing_lost(drill: Drill, trace_ids: list[str]) -> None:
 def test_a_collector_killed_under_load_loses_nothing_it_accepted(tmp_path: Path) -> None:
     collector_binary()
     with drill_shop(tmp_path) as drill:
-
-        def kill_and_restart() -> None:
-            time.sleep(OUTAGE_AFTER_S)
-            drill.kill_collector_for(COLLECTOR_DOWN_S)
-
-        trace_ids = drill.orders_during(kill_and_restart, RATE, MAX_ORDERS)
+        trace_ids = drill.orders_during(lambda: drill.kill_collector_for(COLLECTOR_DOWN_S), RATE, MAX_ORDERS)
         assert len(trace_ids) >= 20 * (OUTAGE_AFTER_S + COLLECTOR_DOWN_S)
         assert_nothing_lost(drill, trace_ids)
 
@@ -54,12 +48,7 @@ def test_a_collector_killed_under_load_loses_nothing_it_accepted(tmp_path: Path)
 def test_tempo_down_for_a_minute_loses_nothing(tmp_path: Path) -> None:
     collector_binary()
     with drill_shop(tmp_path) as drill:
-
-        def tempo_away() -> None:
-            time.sleep(OUTAGE_AFTER_S)
-            drill.stop_tempo_for(TEMPO_DOWN_S)
-
-        trace_ids = drill.orders_during(tempo_away, RATE, MAX_ORDERS)
+        trace_ids = drill.orders_during(lambda: drill.stop_tempo_for(TEMPO_DOWN_S), RATE, MAX_ORDERS)
         assert len(trace_ids) >= 20 * (OUTAGE_AFTER_S + TEMPO_DOWN_S)
         assert_nothing_lost(drill, trace_ids)
         # The queue held the minute's spans (on disk), refusing none.

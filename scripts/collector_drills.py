@@ -115,7 +115,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--before", metavar="REV", help="also run REV's Collector and config (e.g. 3afc772)")
     parser.add_argument("--rate", type=float, default=25.0, help="orders per second (25)")
     parser.add_argument("--collector-down", type=float, default=10.0, help="seconds the Collector is away (10)")
-    parser.add_argument("--tempo-down", type=float, default=60.0, help="seconds Tempo is away (60)")
+    parser.add_argument("--tempo-down", type=float, default=60.0, help="seconds Tempo is away (60; 0: no Tempo drill)")
     args = parser.parse_args(argv)
     if not COLLECTOR_BINARY.exists():
         print(f"no Collector at {COLLECTOR_BINARY.relative_to(ROOT)}: run `make collector` (needs Go)", file=sys.stderr)
@@ -129,6 +129,8 @@ def main(argv: list[str]) -> int:
         ),
         f"Tempo down {args.tempo_down:g} s": lambda d: d.stop_tempo_for(args.tempo_down),
     }
+    if not args.tempo_down:
+        drills.popitem()
     max_orders = int(args.rate * (max(args.collector_down, args.tempo_down) + 20))
     results = {
         (drill, setup.name): run(setup, outage, args.rate, max_orders)

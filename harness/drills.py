@@ -22,6 +22,8 @@ from harness.processes import Shop, http
 # looked up.
 OUTAGE_AFTER_S = 4
 RUN_ON_S = 6
+# The Collector's exporters wait up to 30 s between retries (retry_on_failure's default max_interval).
+SETTLE_S = 35
 
 
 class PacedLoad:
@@ -107,17 +109,21 @@ class Drill:
         assert statuses == {201: len(load.answers)}, statuses
         return [str(body["trace_id"]) for _, body in load.answers]
 
-    def losses(self, trace_ids: list[str], timeout_s: float = 90) -> Losses:
-        """What is missing once the stand-ins stop receiving (or ``timeout_s`` passes with something missing)."""
+    def losses(self, trace_ids: list[str], timeout_s: float = 150) -> Losses:
+        """What is missing: at once when nothing is, else once nothing more arrived for SETTLE_S (longer than
+        the Collector's longest wait between retries, so that a backlog still draining is not counted), or
+        when ``timeout_s`` has passed."""
         deadline = time.monotonic() + timeout_s
-        previous = None
-        while time.monotonic() < deadline:
+        previous, since = None, time.monotonic()
+        while True:
             losses = Losses.of(trace_ids, self.expected, Received.of(self.tempo, self.loki))
-            if losses.traces_broken == losses.log_records_lost == 0 or losses == previous:
+            if losses.traces_broken == losses.log_records_lost == 0 or time.monotonic() > deadline:
                 return losses
-            previous = losses
-            time.sleep(5)
-        return Losses.of(trace_ids, self.expected, Received.of(self.tempo, self.loki))
+            if losses != previous:
+                previous, since = losses, time.monotonic()
+            elif time.monotonic() - since >= SETTLE_S:
+                return losses
+            time.sleep(2)
 
     def kill_collector_for(self, seconds: float) -> None:
         """OUTAGE_AFTER_S into the load, for ``seconds``."""

@@ -130,10 +130,14 @@ async def trace_response_middleware(request: web.Request, handler: Handler) -> w
     return response
 
 
+def payload_too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"The body must be at most {max_bytes} bytes.")
+
+
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object: 413 if too large, 400 if not JSON, 422 if not an object."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise ApiError(413, "payload_too_large", f"The body must be at most {MAX_BODY_BYTES} bytes.")
+        raise payload_too_large(MAX_BODY_BYTES)
     raw = await request.read()  # aiohttp enforces client_max_size while reading a chunked body
     try:
         payload = json.loads(raw)

@@ -19,7 +19,7 @@ from aiohttp import web
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
 from shop.common.downstream import retry_after
-from shop.common.errors import ApiError
+from shop.common.errors import ApiError, payload_too_large
 from shop.gateway.keys import BROWSER_TRACES_SESSION, SETTINGS
 
 TRACES_PATH = "/otlp/v1/traces"
@@ -71,7 +71,7 @@ def check_headers(request: web.Request, max_bytes: int) -> None:
     if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
         raise ApiError(415, "compressed_body", "Compressed bodies are refused: send the spans uncompressed.")
     if request.content_length is not None and request.content_length > max_bytes:
-        raise ApiError(413, "payload_too_large", f"The body must be at most {max_bytes} bytes.")
+        raise payload_too_large(max_bytes)
 
 
 async def read_bounded(request: web.Request, max_bytes: int) -> bytes:
@@ -80,7 +80,7 @@ async def read_bounded(request: web.Request, max_bytes: int) -> bytes:
     async for chunk in request.content.iter_chunked(64 * 1024):
         body += chunk
         if len(body) > max_bytes:
-            raise ApiError(413, "payload_too_large", f"The body must be at most {max_bytes} bytes.")
+            raise payload_too_large(max_bytes)
     return bytes(body)
 
 

@@ -111,21 +111,22 @@ class Collector:
             totals[sample.name.removesuffix("_total")] += sample.value
         return dict(totals)
 
-    def own_value(self, sample_name: str, **labels: str) -> float:
-        """One of the Collector's own metrics, summed over the samples with these labels."""
+    @classmethod
+    def summed(cls, target: str, sample_name: str, labels: Mapping[str, str]) -> float:
+        """The sum of one metric's samples with these labels, as ``target``'s /metrics shows it."""
         return sum(
             sample.value
-            for sample in self.samples(self.telemetry_target)
+            for sample in cls.samples(target)
             if sample.name == sample_name and all(sample.labels.get(k) == v for k, v in labels.items())
         )
 
+    def own_value(self, sample_name: str, **labels: str) -> float:
+        """One of the Collector's own metrics, summed over the samples with these labels."""
+        return self.summed(self.telemetry_target, sample_name, labels)
+
     def exported_sum(self, sample_name: str, **labels: str) -> float:
         """The sum of one metric's samples with these labels, as the Collector's Prometheus exporter shows it."""
-        return sum(
-            sample.value
-            for sample in self.samples(self.prometheus_target)
-            if sample.name == sample_name and all(sample.labels.get(k) == v for k, v in labels.items())
-        )
+        return self.summed(self.prometheus_target, sample_name, labels)
 
     def wait_until_idle(self, timeout_s: float = 30) -> None:
         """Until all it accepted has been sent on and nothing new arrived for a while (bounded)."""
@@ -197,12 +198,17 @@ def localized_prometheus_config(targets: Targets) -> dict[str, Any]:
 
 
 @contextmanager
-def collector_with_stand_ins(workdir: Path, **env: str) -> Iterator[tuple[Collector, OtlpSink, OtlpSink]]:
-    """The built Collector exporting to two recording receivers in place of Tempo and Loki (whose OTLP
-    endpoint has the /otlp base path); stopped on the way out, whichever process it is by then. ``env``: what
-    its config reads besides the addresses (e.g. OTELCOL_QUEUE_BYTES)."""
+def collector_with_stand_ins(
+    workdir: Path,
+    collector_class: type[Collector] = Collector,
+    role: str | tuple[Path, ...] = "single",
+    env: Mapping[str, str] | None = None,
+) -> Iterator[tuple[Collector, OtlpSink, OtlpSink]]:
+    """The built Collector (or ``collector_class``'s build, running ``role``'s configs) exporting to two recording
+    receivers in place of Tempo and Loki (whose OTLP endpoint has the /otlp base path); stopped on the way out,
+    whichever process it is by then. ``env``: what its config reads besides the addresses (OTELCOL_QUEUE_BYTES)."""
     with OtlpSink() as tempo, OtlpSink() as loki:
-        collector = Collector(workdir / "otelcol", tempo.endpoint, f"{loki.endpoint}/otlp", **env)
+        collector = collector_class(workdir / "otelcol", tempo.endpoint, f"{loki.endpoint}/otlp", role, **(env or {}))
         try:
             yield collector, tempo, loki
         finally:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.backends import COLLECTOR_CONFIG, Collector
+from harness.backends import COLLECTOR_CONFIG, Collector, collector_with_stand_ins
 from harness.orders import order_body
 from harness.otlp_sink import OtlpSink
 from harness.processes import Shop, http
@@ -167,10 +167,7 @@ def drill_shop(
 ) -> Iterator[Drill]:
     """The services (payments answering at once) exporting to a Collector (``collector``'s build, running
     ``collector_config``) with Tempo and Loki stand-ins."""
-    with OtlpSink() as tempo, OtlpSink() as loki:
-        running = collector(
-            workdir / "otelcol", tempo.endpoint, f"{loki.endpoint}/otlp", (collector_config,), **collector_env
-        )
+    with collector_with_stand_ins(workdir, collector, (collector_config,), collector_env) as (running, tempo, loki):
         shop = Shop(
             workdir / "shop",
             OTEL_EXPORTER_OTLP_ENDPOINT=running.otlp_http_endpoint,
@@ -183,4 +180,3 @@ def drill_shop(
             yield Drill(shop, running, tempo, loki, place_reference_order(shop, tempo, loki))
         finally:
             shop.kill_all()
-            running.process.stop()

@@ -9,6 +9,7 @@ claim, is tested with plain requests against the same Collector.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import math
@@ -18,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,15 +271,20 @@ def test_loading_the_page_and_exporting_spans_leave_the_gateway_rate_unchanged(k
     assert served <= {"POST /api/order", "GET /api/order/{order_id}"}, served
 
 
-def settled_gateway_requests(collector: Collector) -> float:
+def settled(read: Callable[[], float], interval_s: float, reads: int, what: str) -> float:
+    """``read()``'s value once two reads ``interval_s`` apart agree on a count above 0."""
     previous = -1.0
-    for _ in range(20):
-        current = gateway_server_requests(collector)
-        if current == previous:
+    for _ in range(reads):
+        current = read()
+        if current == previous and current > 0:
             return current
         previous = current
-        time.sleep(1.2)
-    raise TimeoutError("the gateway's request count did not settle")
+        time.sleep(interval_s)
+    raise TimeoutError(f"{what} did not settle")
+
+
+def settled_gateway_requests(collector: Collector) -> float:
+    return settled(lambda: gateway_server_requests(collector), 1.2, 20, "the gateway's request count")
 
 
 def request(
@@ -366,14 +372,8 @@ def test_at_p_below_1_the_page_exports_exactly_the_traces_the_gateway_kept(
 
 def settled_count(collector: Collector, **labels: str) -> float:
     """A span-metrics count once two reads a flush apart (5 s) agree."""
-    previous = -1.0
-    for _ in range(12):
-        current = collector.exported_sum("traces_span_metrics_calls_total", **labels)
-        if current == previous and current > 0:
-            return current
-        previous = current
-        time.sleep(5.5)
-    raise TimeoutError(f"span metrics for {labels} did not settle")
+    count = functools.partial(collector.exported_sum, "traces_span_metrics_calls_total", **labels)
+    return settled(count, 5.5, 12, f"span metrics for {labels}")
 
 
 @contextmanager
